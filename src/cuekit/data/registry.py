@@ -1,0 +1,78 @@
+"""Datasets by name for `cuekit train --data SPEC`: "dsprites", "folder:PATH", "cifar100:PATH", ..."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+from torch.utils.data import Dataset
+
+from cuekit.errors import UnknownChoiceError
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """A train and a validation split plus what a model and a report need to know about them."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    class_names: list[str]
+    in_chans: int = 3
+    img_size: int = 32
+    mean: Sequence[float] = (0.0, 0.0, 0.0)  # normalisation already applied by the transforms
+    std: Sequence[float] = (1.0, 1.0, 1.0)
+    task: str | None = None
+    name: str = ""
+
+
+DatasetBuilder = Callable[..., DataBundle]
+_DATASETS: dict[str, DatasetBuilder] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Decorator: register `fn(path, *, task, img_size, train_size, val_size, seed, val_split)`.
+
+    `path` is what follows "name:" in the spec (None when absent); the builder returns a
+    DataBundle and raises cuekit.errors.DataError / UnknownChoiceError on bad input.
+    """
+
+    def deco(fn: DatasetBuilder) -> DatasetBuilder:
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} registered twice")
+        _DATASETS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    """Dataset names accepted in a spec ("name" or "name:PATH")."""
+    _ensure_builtin()
+    return sorted(_DATASETS)
+
+
+def create_dataset(
+    spec: str,
+    *,
+    task: str | None = None,
+    img_size: int | None = None,
+    train_size: int | None = 20_000,
+    val_size: int | None = None,
+    seed: int = 0,
+    val_split: float = 0.1,
+) -> DataBundle:
+    """Build the train/val splits of a dataset spec such as "dsprites" or "folder:/data/imgs"."""
+    _ensure_builtin()
+    name, _, path = spec.partition(":")
+    if name not in _DATASETS:
+        raise UnknownChoiceError("dataset", name, _DATASETS)
+    bundle = _DATASETS[name](
+        path or None, task=task, img_size=img_size, train_size=train_size, val_size=val_size,
+        seed=seed, val_split=val_split,
+    )
+    bundle.name = spec
+    return bundle
+
+
+def _ensure_builtin() -> None:
+    import cuekit.data  # noqa: F401  (modules register their datasets on import)

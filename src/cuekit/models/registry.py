@@ -1,0 +1,141 @@
+"""The one model registry: every model in cuekit is created by name through `create_model`."""
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from cuekit.errors import CheckpointError, UnknownChoiceError
+
+ModelFactory = Callable[..., nn.Module]
+KeyRemap = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+_MODELS: dict[str, ModelFactory] = {}
+_MODEL_INFO: dict[str, dict] = {}
+_KEY_REMAPS: dict[str, KeyRemap] = {}
+
+
+def register_model(name: str | None = None, *, key_remap: KeyRemap | None = None, **info) -> Callable:
+    """Decorator: register `fn(num_classes=..., in_chans=..., img_size=..., **kw) -> nn.Module`.
+
+    `key_remap` maps foreign state-dict keys (e.g. timm's) onto ours; `info` is free metadata
+    (e.g. `family="pit"`, `default_img_size=224`).
+    """
+
+    def deco(fn: ModelFactory) -> ModelFactory:
+        key = name or fn.__name__
+        if key in _MODELS:
+            raise ValueError(f"model {key!r} registered twice")
+        _MODELS[key] = fn
+        _MODEL_INFO[key] = dict(info)
+        if key_remap is not None:
+            _KEY_REMAPS[key] = key_remap
+        return fn
+
+    return deco
+
+
+def _ensure_builtin_models() -> None:
+    # Importing the model modules registers them; done lazily so `import cuekit` stays light.
+    import cuekit.models  # noqa: F401
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by a glob pattern (e.g. "pit_*")."""
+    _ensure_builtin_models()
+    names = sorted(_MODELS)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def model_info(name: str) -> dict:
+    """The metadata a model was registered with."""
+    _ensure_builtin_models()
+    if name not in _MODELS:
+        raise UnknownChoiceError("model", name, _MODELS)
+    return dict(_MODEL_INFO[name])
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    img_size: int | None = None,
+    checkpoint: str | Path | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Create a registered model by name; optionally load weights from a local checkpoint."""
+    _ensure_builtin_models()
+    if name not in _MODELS:
+        raise UnknownChoiceError("model", name, _MODELS)
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model.cuekit_name = name  # type: ignore[attr-defined]
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors and string metadata from safetensors, or a torch file with weights_only=True.
+
+    Training-state files written by `cuekit.train` are recognised and only the model weights
+    (keys under "model.") are returned.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    meta: dict[str, str] = {}
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            tensors = {}
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                for k in f.keys():
+                    tensors[k] = f.get_tensor(k)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            for wrapper in ("state_dict", "model", "model_state", "module"):
+                if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+                    obj = obj[wrapper]
+            if not isinstance(obj, Mapping):
+                raise CheckpointError(f"{path}: no state dict inside (found {type(obj).__name__})")
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    except CheckpointError:
+        raise
+    except Exception as e:  # truncated / corrupted / not a checkpoint at all
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    if meta.get("format") == "cuekit-train-state":
+        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    tensors = {k[len("module."):] if k.startswith("module.") else k: v for k, v in tensors.items()}
+    return tensors, meta
+
+
+def checkpoint_metadata(path: str | Path) -> dict:
+    """The JSON metadata (config, class names, epoch, ...) stored with a cuekit checkpoint."""
+    _, meta = read_state_dict(path)
+    return json.loads(meta.get("cuekit", "{}"))
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> dict:
+    """Load weights (safetensors or weights-only torch file) into `model`; returns the metadata.
+
+    Foreign key names are mapped through the model's registered key remap (e.g. timm -> official).
+    """
+    state, meta = read_state_dict(path)
+    name = getattr(model, "cuekit_name", None)
+    remap = _KEY_REMAPS.get(name) if name else None
+    if remap is not None:
+        state = remap(state)
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"checkpoint {path} does not fit the model: {' '.join(first[:3])}") from None
+    return json.loads(meta.get("cuekit", "{}"))
