@@ -23,6 +23,7 @@ class DataBundle:
     std: Sequence[float] = (1.0, 1.0, 1.0)
     task: str | None = None
     name: str = ""
+    resize_ratio: float = 1.0  # eval preprocessing: resize shorter side to img_size * ratio, centre-crop
 
 
 DatasetBuilder = Callable[..., DataBundle]
@@ -56,12 +57,15 @@ def create_dataset(
     *,
     task: str | None = None,
     img_size: int | None = None,
-    train_size: int | None = 20_000,
+    train_size: int | None = None,
     val_size: int | None = None,
     seed: int = 0,
     val_split: float = 0.1,
 ) -> DataBundle:
-    """Build the train/val splits of a dataset spec such as "dsprites" or "folder:/data/imgs"."""
+    """Build the train/val splits of a dataset spec such as "dsprites" or "folder:/data/imgs".
+
+    train_size=None means the dataset's default (all of a real dataset; 20,000 for dsprites).
+    """
     _ensure_builtin()
     name, _, path = spec.partition(":")
     if name not in _DATASETS:

@@ -1,0 +1,179 @@
+"""`cuekit train`, `cuekit eval`, `cuekit predict`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def _optional_float(s: str) -> float | None:
+    return None if s.lower() in ("none", "off", "0") else float(s)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the train / eval / predict commands."""
+    from cuekit.train.config import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train", help="train a model (built-in data by default)",
+        description="Train a registered model on built-in or local data with the shared engine. "
+        "Writes OUT/checkpoints/last.safetensors (resumable), OUT/model.safetensors (+ .json metadata), "
+        "OUT/metrics.jsonl and OUT/results.json. Multi-GPU / multi-node: run the same command under torchrun.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=d.model, help="registered model name (see `cuekit models list`)")
+    p.add_argument("--data", default=d.data,
+                   help="dataset spec: dsprites (built in), folder:PATH, cifar10:PATH, cifar100:PATH")
+    p.add_argument("--task", default=None, help="label to learn, for datasets with several (dsprites: "
+                   "color, shape, scale, orientation, posx, posy; default shape)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--opt", default=d.opt, help="optimizer: sgd, adam, adamw (and others registered)")
+    p.add_argument("--weight-decay", "--wd", type=float, default=d.weight_decay,
+                   help="weight decay (never applied to 1-D tensors or position embeddings / class tokens)")
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--schedule", default=d.schedule, choices=["cosine", "constant"])
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--clip-grad", type=_optional_float, default=d.clip_grad, help="max gradient norm")
+    p.add_argument("--amp", default=d.amp, choices=["auto", "on", "off"], help="mixed precision (auto: on for CUDA)")
+    p.add_argument("--accum-steps", type=int, default=d.accum_steps, help="gradient accumulation steps")
+    p.add_argument("--ema-decay", type=_optional_float, default=d.ema_decay, help="EMA of weights, e.g. 0.999")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default="runs/train", help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="seeded training subset (dsprites default 20000; real data: all)")
+    p.add_argument("--val-size", type=int, default=None)
+    p.add_argument("--val-split", type=float, default=d.val_split,
+                   help="fraction held out for validation when the data has no val split")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the dataset's)")
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset",
+                       description="Loss, top-1 and top-5 accuracy of a checkpoint on the validation split "
+                       "of a dataset (the one it was trained on by default).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("--ckpt", required=True, help="model.safetensors written by `cuekit train`")
+    e.add_argument("--data", default=None, help="dataset spec (default: the checkpoint's)")
+    e.add_argument("--task", default=None, help="default: the checkpoint's")
+    e.add_argument("--val-size", type=int, default=None)
+    e.add_argument("--seed", type=int, default=None, help="data seed (default: the training run's)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--workers", type=int, default=0)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", default=None, help="folder for results.json (default: print only)")
+    e.set_defaults(func=_eval)
+
+    r = sub.add_parser("predict", help="top-k predictions for image files",
+                       description="Classify image files with a checkpoint; prints the top-k class names.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("--ckpt", required=True, help="model.safetensors written by `cuekit train`")
+    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("--topk", type=int, default=5)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--out", default=None, help="folder for results.json")
+    r.set_defaults(func=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cuekit.io import format_table
+    from cuekit.train.config import TrainConfig
+    from cuekit.train.engine import train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in fields}
+    cfg = TrainConfig(**kw, progress=not args.no_progress)
+    res = train(cfg)
+    if res.history:
+        cols = ["epoch", "train_loss", "val_loss", "val_acc"]
+        print(format_table(cols, [[h[c] for c in cols] for h in res.history]))
+    print(f"run written to {res.out_dir}")
+    return 0
+
+
+def _load(ckpt: str, device: str):
+    import json
+
+    from cuekit.models.registry import create_model, load_checkpoint, read_state_dict
+    from cuekit.train.distributed import resolve_device
+
+    _, raw = read_state_dict(ckpt)
+    meta = json.loads(raw.get("cuekit", "{}"))
+    if "model" not in meta or "num_classes" not in meta:
+        from cuekit.errors import CheckpointError
+
+        raise CheckpointError(f"{ckpt} has no cuekit metadata (model name, classes); "
+                              "use a model.safetensors written by `cuekit train`")
+    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta.get("in_chans", 3),
+                         img_size=meta.get("img_size"), **meta.get("config", {}).get("model_kwargs", {}))
+    load_checkpoint(model, ckpt)
+    dev = resolve_device(device)
+    return model.to(dev).eval(), meta, dev
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from cuekit.data.registry import create_dataset
+    from cuekit.io import format_table, write_results
+    from cuekit.train.engine import evaluate
+
+    model, meta, dev = _load(args.ckpt, args.device)
+    cfg = meta.get("config", {})
+    spec = args.data or meta.get("data")
+    data = create_dataset(spec, task=args.task or meta.get("task"), img_size=meta.get("img_size"),
+                          train_size=cfg.get("train_size"), val_size=args.val_size or cfg.get("val_size"),
+                          seed=cfg.get("seed", 0) if args.seed is None else args.seed,
+                          val_split=cfg.get("val_split", 0.1))
+    if data.num_classes != meta["num_classes"]:
+        from cuekit.errors import DataError
+
+        raise DataError(f"{spec} has {data.num_classes} classes but the checkpoint predicts {meta['num_classes']}")
+    ev = evaluate(model, data.val, args.batch_size, dev, args.workers)
+    cols, rows = ["data", "n", "loss", "top1", "top5"], [[spec, ev["n"], ev["loss"], ev["acc"], ev["top5"]]]
+    result = {"ckpt": str(args.ckpt), "data": spec, **ev}
+    if args.out:
+        print(write_results(args.out, result, cols, rows))
+    else:
+        print(format_table(cols, rows))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from torchvision import transforms as T
+
+    from cuekit.errors import DataError
+    from cuekit.io import format_table, write_results
+
+    model, meta, dev = _load(args.ckpt, args.device)
+    size = int(meta.get("img_size") or 224)
+    tf = T.Compose([T.Resize(round(size * meta.get("resize_ratio", 1.0))), T.CenterCrop(size), T.ToTensor(),
+                    T.Normalize(meta.get("mean", [0, 0, 0])[: meta.get("in_chans", 3)] or [0.0],
+                                meta.get("std", [1, 1, 1])[: meta.get("in_chans", 3)] or [1.0])])
+    mode = "L" if meta.get("in_chans", 3) == 1 else "RGB"
+    names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
+    k = max(1, min(args.topk, meta["num_classes"]))
+    rows, results = [], []
+    for path in args.images:
+        try:
+            img = Image.open(path).convert(mode)
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+            raise DataError(f"cannot read image {path}: {e}") from None
+        with torch.no_grad():
+            probs = model(tf(img)[None].to(dev)).softmax(-1)[0].cpu()
+        p, idx = probs.topk(k)
+        preds = [{"class": names[i], "index": int(i), "prob": float(q)} for q, i in zip(p, idx)]
+        results.append({"image": str(path), "top": preds})
+        rows += [[str(path) if j == 0 else "", j + 1, pr["class"], pr["prob"]] for j, pr in enumerate(preds)]
+    cols = ["image", "rank", "class", "prob"]
+    if args.out:
+        print(write_results(args.out, {"ckpt": str(args.ckpt), "predictions": results}, cols, rows))
+    else:
+        print(format_table(cols, rows))
+    return 0

@@ -1,0 +1,63 @@
+"""TrainConfig: the settings of one training run (no heavy imports, so the CLI can read defaults)."""
+from __future__ import annotations
+
+import dataclasses
+
+from cuekit.errors import UsageError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; `cuekit train` flags map one to one onto these fields."""
+
+    model: str = "resnet20"
+    data: str = "dsprites"
+    task: str | None = None
+    epochs: int = 2
+    batch_size: int = 128            # global batch (over all processes and accumulation steps)
+    lr: float = 0.1
+    opt: str = "sgd"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"         # cosine | constant
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None   # max gradient norm
+    amp: str = "auto"                # auto (on for CUDA) | on | off
+    accum_steps: int = 1
+    ema_decay: float | None = None
+    seed: int = 0
+    out: str | None = None           # None: keep everything in memory, write no files
+    resume: bool = False
+    train_size: int | None = None    # None: the dataset's default
+    val_size: int | None = None
+    val_split: float = 0.1
+    img_size: int | None = None
+    workers: int = 0
+    device: str = "auto"
+    progress: bool = True
+    eval_batch_size: int = 256
+    opt_kwargs: dict = dataclasses.field(default_factory=dict)
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Reject impossible settings with a message that names the flag."""
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.accum_steps >= 1, f"--accum-steps must be >= 1, got {self.accum_steps}"),
+            (self.batch_size % self.accum_steps == 0,
+             f"--batch-size {self.batch_size} is not divisible by --accum-steps {self.accum_steps}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.amp in ("auto", "on", "off"), f"--amp must be auto, on or off, got {self.amp!r}"),
+            (self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got {self.schedule!r}"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}"),
+            (self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive, got {self.clip_grad}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UsageError(msg)

@@ -1,0 +1,95 @@
+"""The `cuekit` command end to end in a temporary folder, and its handling of bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from data.test_folders import write_image_folder
+
+from cuekit import __version__
+from cuekit.cli import main
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+    code, out, _ = run_cli([], capsys)
+    assert code == 0 and "train" in out and "predict" in out
+
+
+def test_train_eval_predict_on_an_image_folder(tmp_path, capsys):
+    data = write_image_folder(tmp_path / "imgs", per_class=16)
+    spec = f"folder:{data}"
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", "--model", "resnet8", "--data", spec, "--img-size", "16", "--epochs", "3",
+                              "--batch-size", "8", "--lr", "0.05", "--out", run, "--no-progress"], capsys)
+    assert code == 0, err
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "completed" and len(results["history"]) == 3
+    assert (run / "model.safetensors").is_file() and (run / "model.json").is_file()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+    code, out, err = run_cli(["eval", "--ckpt", run / "model.safetensors", "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    ev = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert ev["n"] == results["val_samples"]
+    assert abs(ev["acc"] - results["final"]["val_acc"]) < 1e-9  # same split, same weights
+
+    img = data / "circle" / "0.png"
+    code, out, err = run_cli(["predict", "--ckpt", run / "model.safetensors", img, "--topk", "2"], capsys)
+    assert code == 0, err
+    assert "circle" in out and "square" in out
+
+
+def test_resume_continues_a_run(tmp_path, capsys):
+    data = write_image_folder(tmp_path / "imgs", per_class=8)
+    common = ["train", "--model", "resnet8", "--data", f"folder:{data}", "--img-size", "16",
+              "--batch-size", "8", "--out", tmp_path / "run", "--no-progress"]
+    assert run_cli(common + ["--epochs", "1"], capsys)[0] == 0
+    code, _, err = run_cli(common + ["--epochs", "1"], capsys)
+    assert code == 2 and "--resume" in err
+    assert run_cli(common + ["--epochs", "2", "--resume"], capsys)[0] == 0
+    history = json.loads((tmp_path / "run" / "results.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--model", "resnet21"], "resnet20"),
+    (["train", "--opt", "sgdd"], "sgd"),
+    (["train", "--data", "folder:/does/not/exist"], "not found"),
+    (["train", "--data", "cifar1000:/x"], "cifar100"),
+    (["predict", "--ckpt", "/does/not/exist.safetensors", "x.png"], "not found"),
+])
+def test_bad_input_gives_one_line_error(args, needle, capsys, tmp_path):
+    code, out, err = run_cli(args + (["--out", tmp_path / "r"] if args[0] == "train" else []), capsys)
+    assert code in (1, 2)
+    assert "Traceback" not in err and needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_names_exit_with_code_2(capsys):
+    assert run_cli(["train", "--model", "nope"], capsys)[0] == 2
+
+
+def test_corrupted_checkpoint_in_predict(tmp_path, capsys):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"garbage")
+    code, _, err = run_cli(["predict", "--ckpt", bad, "x.png"], capsys)
+    assert code == 1 and "cannot read checkpoint" in err and "Traceback" not in err
+
+
+def test_import_cuekit_stays_light():
+    code = ("import sys, cuekit, cuekit.models, cuekit.optim, cuekit.data, cuekit.cli; "
+            "cuekit.cli.build_parser(); "
+            "bad = [m for m in ('matplotlib', 'aiohttp', 'cv2', 'timm') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
