@@ -62,6 +62,9 @@ def verdict(effects: Sequence[float], expected_sign: int = 1) -> str:
     return "inconclusive"
 
 
+_verdict_rule = verdict  # make_result's `verdict` argument shadows the function
+
+
 def mean_spread(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     vals = [float(v) for v in values]
@@ -79,17 +82,31 @@ def make_result(
     plots: Sequence[str] = (),
     seeds: Sequence[int] = (),
     details: dict | None = None,
+    effects: Sequence[float] | None = None,
+    expected_sign: int | None = None,
 ) -> dict:
     """The result dict an area returns.
 
     table: {"columns": [str, ...], "rows": [[cell, ...], ...]}; plots: PNG file names in
     out_dir; verdict: one of VERDICTS (use `verdict()`); details: anything else, JSON-able.
+    Optional `effects` (one per seed) and `expected_sign`: the numbers the verdict came from;
+    given both, the verdict is checked against the rule and the page shows them.
     `cuekit reproduce` adds config, environment and time taken.
     """
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-    return {
+    result = {
         "area": area, "title": title, "claim": claim, "measured": measured,
         "verdict": verdict, "table": table, "plots": list(plots), "seeds": list(seeds),
         "details": details or {},
     }
+    if (effects is None) != (expected_sign is None):
+        raise ValueError("give both effects and expected_sign, or neither")
+    if effects is not None:
+        effects = [float(e) for e in effects]
+        ruled = _verdict_rule(effects, expected_sign)
+        if ruled != verdict:
+            raise ValueError(f"verdict {verdict!r} does not follow the rule for effects {effects} "
+                             f"(expected sign {expected_sign:+d}): the rule gives {ruled!r}")
+        result["effects"], result["expected_sign"] = effects, int(expected_sign)
+    return result
