@@ -56,7 +56,7 @@ LATENT_CLASS_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 OBJECT_RADIUS = 0.2  # frame units: radius of the circle holding a scale-1 shape
-MARGIN = OBJECT_RADIUS + 0.03  # centre range [MARGIN, 1 - MARGIN]: a gap of >= 0.03 frame to the border
+MARGIN = OBJECT_RADIUS + 0.04  # centre range [MARGIN, 1 - MARGIN]: a gap of >= 0.04 frame (1.3 px at 32 px)
 ELLIPSE_AXES = (1.0, 0.5)  # semi-axes in object units (bounding radius 1)
 
 # Heart: a 45-degree diamond of side s with a disc of radius s/2 on each upper edge, tip down,

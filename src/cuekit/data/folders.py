@@ -85,8 +85,7 @@ def _image_folder(root: Path):
 @register_dataset("folder")
 def folder_dataset(path, *, task=None, img_size=None, train_size=None, val_size=None, seed=0,
                    val_split=0.1) -> DataBundle:
-    """Class-per-folder images (torchvision ImageFolder); PATH/train + PATH/val if present, else a
-    seeded split of PATH."""
+    """Class-per-folder images (ImageFolder): PATH/train + PATH/val if present, else a seeded split."""
     if not path:
         raise UsageError("folder data needs a path: --data folder:PATH")
     root = Path(path).expanduser()

@@ -52,6 +52,15 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
+def dataset_description(name: str) -> str:
+    """The first line of a registered dataset builder's docstring (for `cuekit data list`)."""
+    _ensure_builtin()
+    if name not in _DATASETS:
+        raise UnknownChoiceError("dataset", name, _DATASETS)
+    doc = (_DATASETS[name].__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
+
+
 def create_dataset(
     spec: str,
     *,
