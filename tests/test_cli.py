@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from data.test_folders import write_image_folder
 
 from cuekit import __version__
 from cuekit.cli import main
+from shared_helpers import write_image_folder
 
 
 def run_cli(args, capsys):

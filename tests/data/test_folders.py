@@ -6,26 +6,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cuekit.data import create_dataset
 from cuekit.errors import DataError, UnknownChoiceError, UsageError
-
-
-def write_image_folder(root, classes=("circle", "square"), per_class=12, size=20, seed=0):
-    """A tiny class-per-folder tree: bright disc vs dark square images."""
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
-            yy, xx = np.mgrid[:size, :size]
-            if c == 0:
-                img[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2] = 230
-            else:
-                img[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 120
-            Image.fromarray(img).save(root / name / f"{i}.png")
-    return root
+from shared_helpers import write_image_folder
 
 
 def test_folder_split_and_classes(tmp_path):

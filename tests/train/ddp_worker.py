@@ -5,9 +5,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import TinyNoBN, make_blobs_bundle  # noqa: E402
-
 from cuekit.train import TrainConfig, train  # noqa: E402
+from shared_helpers import TinyNoBN, make_blobs_bundle  # noqa: E402
 
 if __name__ == "__main__":
     out = sys.argv[1]

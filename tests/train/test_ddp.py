@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import TinyNoBN
 
 from cuekit.models import read_state_dict
+from shared_helpers import TinyNoBN
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from conftest import TinyNoBN, make_blobs_bundle
 
 from cuekit.errors import CheckpointError, TrainingDiverged, UsageError
 from cuekit.models import create_model, load_checkpoint
 from cuekit.train import TrainConfig, train
 from cuekit.train.schedule import lr_factor
+from shared_helpers import TinyNoBN, make_blobs_bundle
 
 
 def _cfg(**kw) -> TrainConfig:
