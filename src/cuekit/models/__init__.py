@@ -17,6 +17,7 @@ from cuekit.models.registry import (
 # skipped; any other import error propagates.
 _MODEL_MODULES = [
     "resnet_cifar",
+    "mlp",
     "torchvision_models",
     "vit",
     "pit",

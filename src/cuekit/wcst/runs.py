@@ -1,0 +1,202 @@
+"""Training runs of the audit (through cuekit.train) and a process pool for independent runs."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from cuekit.errors import CuekitError, DataError, UsageError
+from cuekit.wcst.datasets import DIAGONAL, CueConflictData
+from cuekit.wcst.models import build_model, check_model_name
+
+
+@dataclasses.dataclass
+class FitSettings:
+    """How every model of an audit is trained. Defaults follow the public code (Adam, lr 1e-3,
+    constant rate, no weight decay); the epoch count and batch are smaller."""
+
+    model: str = "resnet20"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    opt: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    device: str = "cpu"
+    eval_batch_size: int = 256
+
+    def validate(self) -> None:
+        """Reject impossible settings with a message that names the setting."""
+        check_model_name(self.model)
+        if self.epochs < 1:
+            raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+
+
+def new_model(data: CueConflictData, settings: FitSettings, seed: int) -> nn.Module:
+    """The model of `settings` with the initial weights of `seed` (what `fit` starts from)."""
+    from cuekit.train import seed_everything
+
+    seed_everything(seed)
+    return build_model(settings.model, data.num_levels, data.source.in_chans, data.img_size)
+
+
+def fit(data: CueConflictData, settings: FitSettings, seed: int, *, train_set: Dataset | None = None,
+        eval_sets: dict[str, Dataset] | None = None, init_state: dict | None = None,
+        progress: bool = False) -> tuple[nn.Module, dict[str, list[float]]]:
+    """Train on `train_set` (default: the diagonal train split) and record accuracy curves.
+
+    Returns the model and curves {name: [accuracy after epoch 0 (initial weights), 1, ..., E]} for
+    "diagonal" (diagonal valid split) and every set in `eval_sets`. `init_state` replaces the
+    seeded initial weights (a state dict, e.g. a perturbed solution).
+    """
+    from cuekit.train import TrainConfig, evaluate, train
+
+    settings.validate()
+    data.materialize()
+    train_set = train_set if train_set is not None else data.dataset(DIAGONAL, "train")
+    if len(train_set) < settings.batch_size:
+        raise DataError(f"the training set has {len(train_set)} samples, fewer than one batch of "
+                        f"{settings.batch_size}: raise the per-class caps or lower --batch-size")
+    bundle = data.bundle(train_set=train_set)
+    model = new_model(data, settings, seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    device = torch.device("cuda" if settings.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if settings.device == "auto" else settings.device))
+    model.to(device)
+    eval_sets = dict(eval_sets or {})
+    curves: dict[str, list[float]] = {DIAGONAL: [], **{k: [] for k in eval_sets}}
+
+    def record(m: nn.Module, with_diagonal: bool) -> None:
+        recalibrate_batchnorm(m, train_set, settings.eval_batch_size, device)
+        if with_diagonal:
+            curves[DIAGONAL].append(evaluate(m, bundle.val, settings.eval_batch_size, device)["acc"])
+        for name, ds in eval_sets.items():
+            curves[name].append(evaluate(m, ds, settings.eval_batch_size, device)["acc"])
+
+    record(model, True)
+    steps_per_epoch = len(train_set) // settings.batch_size
+
+    def on_step(step: int, m: nn.Module, _opt, _loss: float) -> None:
+        if (step + 1) % steps_per_epoch == 0:
+            record(m, False)   # the engine evaluates the diagonal valid split itself
+
+    cfg = TrainConfig(model=settings.model, data=bundle.name, epochs=settings.epochs, batch_size=settings.batch_size,
+                      lr=settings.lr, opt=settings.opt, weight_decay=settings.weight_decay, momentum=0.9,
+                      schedule=settings.schedule, seed=seed, out=None, device=str(device), progress=progress,
+                      eval_batch_size=settings.eval_batch_size)
+    result = train(cfg, model=model, data=bundle, step_callback=on_step)
+    curves[DIAGONAL].extend(h["val_acc"] for h in result.history)
+    return result.model, curves
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers of a model that track running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batch_size: int = 256,
+                          device: str | torch.device = "cpu") -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over `dataset` at the current weights.
+
+    With few training steps the exponential running averages lag far behind the weights, and
+    eval-mode accuracy can sit at chance while train-mode accuracy is 100% (the public code
+    side-stepped this by evaluating in train mode). A no-op for models without BatchNorm.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None          # cumulative average over the batches below
+    model.train()
+    try:
+        for i in range(0, len(dataset), batch_size):
+            x, _ = _batch(dataset, range(i, min(len(dataset), i + batch_size)))
+            model(x.to(device))
+    finally:
+        for m, mom in zip(layers, momenta):
+            m.momentum = mom
+        model.train(was_training)
+
+
+def _batch(dataset: Dataset, items: range) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(dataset, "__getitems__"):
+        pairs = dataset.__getitems__(list(items))
+    else:
+        pairs = [dataset[i] for i in items]
+    return torch.stack([p[0] for p in pairs]), torch.as_tensor([int(p[1]) for p in pairs])
+
+
+def adopted_cue(final_acc: dict[str, float], chance: float) -> str | None:
+    """The cue whose off-diagonal accuracy is highest, or None when no single cue leads above chance
+    (a tie at the top, or nothing learnt)."""
+    best = max(final_acc.values())
+    leaders = [c for c, a in final_acc.items() if a == best]
+    return leaders[0] if len(leaders) == 1 and best > chance else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Independent runs in worker processes
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _guarded(fn: Callable[[Any], Any], job: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn(job)
+    except CuekitError as e:   # some error classes do not survive pickling: send the message
+        return "error", (e.exit_code, str(e))
+
+
+def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int = 1, desc: str = "runs",
+             progress: bool = True) -> list[Any]:
+    """`[fn(job) for job in jobs]`, in `workers` spawned processes when workers > 1 (order kept).
+
+    `fn` must be a module-level function and jobs picklable. Each worker gets cpu_count // workers
+    torch threads. A user error raised in a worker is raised here with its message.
+    """
+    from tqdm.auto import tqdm
+
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress, leave=False, dynamic_ncols=True)
+    out: list[Any] = [None] * len(jobs)
+    if workers == 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            out[i] = ("ok", fn(job))
+            bar.update(1)
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                    initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(_guarded, fn, job): i for i, job in enumerate(jobs)}
+            for fut in cf.as_completed(futures):
+                out[futures[fut]] = fut.result()
+                bar.update(1)
+    bar.close()
+    results = []
+    for status, value in out:
+        if status == "error":
+            code, msg = value
+            err = UsageError(msg) if code == 2 else DataError(msg)
+            raise err
+        results.append(value)
+    return results
