@@ -40,6 +40,7 @@ class ExperimentConfig:
     img_size: int = 32       # quick mode runs at 32 px
     device: str = "cpu"
     workers: int = 0         # DataLoader workers
+    progress: bool = True    # whether the area may show progress bars
 
 
 def verdict(effects: Sequence[float], expected_sign: int = 1) -> str:

@@ -94,10 +94,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def make_config(area_dir: Path, *, quick: bool, seeds: int, device: str, workers: int) -> ExperimentConfig:
+def make_config(area_dir: Path, *, quick: bool, seeds: int, device: str, workers: int,
+                progress: bool = True) -> ExperimentConfig:
     """The ExperimentConfig for one area: quick = 32 px smoke scale, full = 64 px."""
     return ExperimentConfig(out_dir=area_dir, quick=quick, seeds=tuple(range(seeds)),
-                            img_size=32 if quick else 64, device=device, workers=workers)
+                            img_size=32 if quick else 64, device=device, workers=workers, progress=progress)
 
 
 def _relative_plot(plot: object, area_dir: Path) -> str:
@@ -238,7 +239,8 @@ def run_reproduce(
     try:
         for area in bar:
             bar.set_postfix_str(area)
-            config = make_config(out / area, quick=quick, seeds=seeds, device=dev, workers=workers)
+            config = make_config(out / area, quick=quick, seeds=seeds, device=dev, workers=workers,
+                                 progress=progress)
             rec = run_area(area, experiments.AREA_MODULES[area], config, scale)
             records[area] = rec
             shown = rec["verdict"] if rec["status"] == "completed" else f"FAILED ({rec['error']})"

@@ -145,28 +145,17 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image, UnidentifiedImageError
-    from torchvision import transforms as T
 
-    from cuekit.errors import DataError
+    from cuekit.data.preprocess import load_image_tensor
     from cuekit.io import format_table, write_results
 
     model, meta, dev = _load(args.ckpt, args.device)
-    size = int(meta.get("img_size") or 224)
-    tf = T.Compose([T.Resize(round(size * meta.get("resize_ratio", 1.0))), T.CenterCrop(size), T.ToTensor(),
-                    T.Normalize(meta.get("mean", [0, 0, 0])[: meta.get("in_chans", 3)] or [0.0],
-                                meta.get("std", [1, 1, 1])[: meta.get("in_chans", 3)] or [1.0])])
-    mode = "L" if meta.get("in_chans", 3) == 1 else "RGB"
     names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     k = max(1, min(args.topk, meta["num_classes"]))
     rows, results = [], []
     for path in args.images:
-        try:
-            img = Image.open(path).convert(mode)
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot read image {path}: {e}") from None
         with torch.no_grad():
-            probs = model(tf(img)[None].to(dev)).softmax(-1)[0].cpu()
+            probs = model(load_image_tensor(path, meta).to(dev)).softmax(-1)[0].cpu()
         p, idx = probs.topk(k)
         preds = [{"class": names[i], "index": int(i), "prob": float(q)} for q, i in zip(p, idx)]
         results.append({"image": str(path), "top": preds})

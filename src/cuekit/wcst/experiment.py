@@ -50,7 +50,7 @@ def run_at_scale(config: ExperimentConfig, sc: dict) -> dict:
 
     t0 = time.perf_counter()
     settings = FitSettings(model=model, epochs=sc["epochs"], batch_size=32, device=config.device)
-    pref = run_preference(data, settings, list(config.seeds), workers=1, progress=True)
+    pref = run_preference(data, settings, list(config.seeds), workers=1, progress=config.progress)
     timings["preference_s"] = time.perf_counter() - t0
     summ = pref["summary"]
     effects = [r["final"][TARGET] - max(r["final"][c] for c in CUES if c != TARGET) for r in pref["runs"]]
@@ -62,7 +62,7 @@ def run_at_scale(config: ExperimentConfig, sc: dict) -> dict:
     flat_settings = FitSettings(model=model, epochs=sc["flat_epochs"], batch_size=32, device=config.device)
     flat = run_flatness(data, flat_settings, list(config.seeds)[:sc["flat_seeds"]], radius_levels=sc["radius_levels"],
                         max_radius_fraction=0.5, samples=sc["samples"], probes=sc["probes"], max_eval=sc["max_eval"],
-                        trace_samples=sc["trace_samples"], progress=True)
+                        trace_samples=sc["trace_samples"], progress=config.progress)
     timings["flatness_s"] = time.perf_counter() - t0
     plots.append(plot_flatness(flat, out / "wcst_flatness.png").name)
 
