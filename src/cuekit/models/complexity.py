@@ -149,12 +149,13 @@ def measure_throughput(
     repeats: int = 5,
     iters: int = 1,
     dtype: torch.dtype | None = None,
+    progress: bool = False,
 ) -> Throughput:
     """Forward images/s of `model` in eval mode on random (batch_size, in_chans, H, W) inputs.
 
     `warmup` untimed passes, then `repeats` timed groups of `iters` passes; the median is
-    reported. For comparisons between models, interleave `time_forward` calls instead (see
-    benchmarks/), so that both see the same machine load.
+    reported; `progress` shows a tqdm bar over the repeats. To compare models, interleave
+    `time_forward` calls instead (see benchmarks/), so that both see the same machine load.
     """
     h, w = _hw(img_size)
     if device is None:
@@ -167,7 +168,12 @@ def measure_throughput(
     try:
         if warmup > 0:
             time_forward(model, x, warmup)
-        times = [time_forward(model, x, iters) for _ in range(max(1, repeats))]
+        steps = range(max(1, repeats))
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(steps, desc=f"timing batches of {batch_size}", leave=False)
+        times = [time_forward(model, x, iters) for _ in steps]
     finally:
         model.train(was_training)
     med = statistics.median(times)

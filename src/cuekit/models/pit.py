@@ -23,8 +23,9 @@ import re
 import torch
 from torch import Tensor, nn
 
+from cuekit.errors import UsageError
 from cuekit.models.registry import register_model
-from cuekit.models.vit import Block, resize_pos_embed_2d
+from cuekit.models.vit import Block, init_trunc_normal_, resize_pos_embed_2d
 
 
 class ConvPatchEmbed(nn.Module):
@@ -107,7 +108,7 @@ class PoolingTransformer(nn.Module):
         self.img_size = (h, w)
         self.grid_size = ((h - patch_size) // stride + 1, (w - patch_size) // stride + 1)
         if min(self.grid_size) < 1:
-            raise ValueError(f"img_size {img_size} is smaller than the patch size {patch_size}")
+            raise UsageError(f"img_size {img_size} is smaller than the patch size {patch_size}")
         self.base_dims, self.heads, self.depth = tuple(base_dims), tuple(heads), tuple(depth)
         self.num_classes = num_classes
         self.distilled = distilled
@@ -142,16 +143,10 @@ class PoolingTransformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # As the official code: only the embeddings get truncated-normal(0.02); Linear and Conv
+        # layers keep PyTorch's default init, LayerNorms start at weight 1, bias 0.
+        init_trunc_normal_(self.pos_embed, std=0.02)
+        init_trunc_normal_(self.cls_token, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
         """Parameters trained without weight decay."""
@@ -227,13 +222,13 @@ PIT_CONFIGS: dict[str, dict] = {
     "pit_micro": dict(patch_size=8, stride=4, base_dims=(16, 16, 16), depth=(1, 2, 1), heads=(2, 4, 8), img_size=64),
 }
 
-_PAPER = {  # params (M) and GMACs at 224 from the paper / official README, for `models list` and docs.
-    "pit_ti": "PiT-Ti: 4.9M params, 0.71 GFLOPs (MACs), 73.0% (DeiT recipe)",
-    "pit_xs": "PiT-XS: 10.6M params, 1.4 GFLOPs (MACs), 78.1% (DeiT recipe)",
-    "pit_s": "PiT-S: 23.5M params, 2.9 GFLOPs (MACs), 80.9% (DeiT recipe)",
-    "pit_b": "PiT-B: 73.8M params, 12.5 GFLOPs (MACs), 82.0% (DeiT recipe)",
-    "pit_nano": "tiny PiT for 32 px CPU work (not in the paper)",
-    "pit_micro": "tiny PiT for 64 px CPU work (not in the paper)",
+_DESCRIPTIONS = {  # from the paper / official README, for `models list` and the docs.
+    "pit_ti": ("PiT-Ti", "4.9M params, 0.71 GMACs, 73.0% ImageNet (DeiT recipe)"),
+    "pit_xs": ("PiT-XS", "10.6M params, 1.4 GMACs, 78.1% ImageNet (DeiT recipe)"),
+    "pit_s": ("PiT-S", "23.5M params, 2.9 GMACs, 80.9% ImageNet (DeiT recipe)"),
+    "pit_b": ("PiT-B", "73.8M params, 12.5 GMACs, 82.0% ImageNet (DeiT recipe)"),
+    "pit_nano": ("tiny PiT", "for 32 px CPU work (not in the paper)"),
+    "pit_micro": ("tiny PiT", "for 64 px CPU work (not in the paper)"),
 }
 
 
@@ -245,11 +240,14 @@ def _make_pit(base: str, distilled: bool, pooling: bool):
         return PoolingTransformer(img_size=img_size or default_img_size, num_classes=num_classes, in_chans=in_chans,
                                   distilled=distilled, pooling=pooling, **{**cfg, **kw})
 
-    what = _PAPER[base]
+    title, facts = _DESCRIPTIONS[base]
     if distilled:
-        what += "; with a distillation token and head"
-    if not pooling:
-        what += "; pooling off (stride-1 pooling convs: same stem and widths, the token grid never shrinks)"
+        what = f"{base} plus DeiT's distillation token and head_dist (train mode: two logits; eval: their mean)"
+    elif not pooling:
+        what = (f"{title} with pooling off (stride-1 pooling convs: same stem, layers and widths; the token grid "
+                f"never shrinks), the ablation baseline of {base}")
+    else:
+        what = f"{title}: {facts}" if base in ("pit_ti", "pit_xs", "pit_s", "pit_b") else f"{title} {facts}"
     factory.__doc__ = what
     return factory, default_img_size, what
 

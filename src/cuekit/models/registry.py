@@ -59,6 +59,14 @@ def model_info(name: str) -> dict:
     return dict(_MODEL_INFO[name])
 
 
+def key_remap(name: str) -> KeyRemap | None:
+    """The function mapping foreign state-dict keys (e.g. timm's) onto model `name`'s, if any."""
+    _ensure_builtin_models()
+    if name not in _MODELS:
+        raise UnknownChoiceError("model", name, _MODELS)
+    return _KEY_REMAPS.get(name)
+
+
 def create_model(
     name: str,
     num_classes: int = 1000,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cuekit.errors import UsageError
 from cuekit.models.registry import register_model
 
 
@@ -87,11 +88,23 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+@torch.no_grad()
+def init_trunc_normal_(tensor: Tensor, std: float = 0.02) -> Tensor:
+    """Normal(0, std) truncated to [-2, 2], the ViT/DeiT/PiT init; fast: at std 0.02 the bounds are
+    100 standard deviations away, so resampling (torch's slow inverse-CDF method) is never needed."""
+    return tensor.normal_(0.0, std).clamp_(-2.0, 2.0)
+
+
 def resize_pos_embed_2d(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Bicubic resize of a (1, C, H0, W0) position embedding to (1, C, *grid); unchanged at (H0, W0)."""
+    """Bicubic resize of a (1, C, H0, W0) position embedding to (1, C, *grid); the same tensor at (H0, W0).
+
+    Antialiased and in float32, as timm's `resample_abs_pos_embed` does, so that resized ViTs
+    equal timm's `dynamic_img_size` models.
+    """
     if tuple(pos_embed.shape[-2:]) == tuple(grid):
         return pos_embed
-    return F.interpolate(pos_embed, size=grid, mode="bicubic", align_corners=False)
+    resized = F.interpolate(pos_embed.float(), size=tuple(grid), mode="bicubic", align_corners=False, antialias=True)
+    return resized.to(pos_embed.dtype)
 
 
 def _to_2tuple(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -141,14 +154,14 @@ class VisionTransformer(nn.Module):
         self.img_size = (h, w)
         self.grid_size = ((h - patch_size) // stride + 1, (w - patch_size) // stride + 1)
         if min(self.grid_size) < 1:
-            raise ValueError(f"img_size {img_size} is smaller than the patch size {patch_size}")
+            raise UsageError(f"img_size {img_size} is smaller than the patch size {patch_size}")
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid_size[0] * self.grid_size[1], embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear 0 .. rate, as timm
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rates[i]) for i in range(depth)
         ])
@@ -158,11 +171,11 @@ class VisionTransformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        init_trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                init_trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
