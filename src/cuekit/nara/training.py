@@ -1,0 +1,161 @@
+"""Training of the mother models and of NARA's prior and confidence predictors.
+
+The language-model and PixelCNN losses (next-token cross-entropy over every position) and the prior's
+K-step loss do not fit the shared engine's (image, label) contract, so they use the small AdamW loops
+below. The confidence predictor is an ordinary two-class classifier on feature vectors and is trained
+with the shared engine `cuekit.train`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cuekit.nara.data import text_windows
+from cuekit.nara.mother import CausalTransformerLM, MotherModel, PixelCNN
+from cuekit.nara.predictors import ConfidencePredictor, PriorPredictor, confidence_features
+from cuekit.nara.sampler import gumbel_noise
+
+
+def _bar(total: int, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False, dynamic_ncols=True)
+
+
+def train_text_mother(tokens: Tensor, *, dim: int = 64, depth: int = 2, heads: int = 4, seq_len: int = 64,
+                      steps: int = 300, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
+                      progress: bool = False) -> tuple[CausalTransformerLM, list[float]]:
+    """Train a causal transformer LM on random windows of tokens (N,) -> (model, losses per step)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = CausalTransformerLM(vocab_size=128, dim=dim, depth=depth, heads=heads, max_len=max(seq_len + 1, 256))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    losses = []
+    model.train()
+    with _bar(steps, "mother (text)", progress) as bar:
+        for step in range(steps):
+            for grp in opt.param_groups:
+                grp["lr"] = lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * (1 - step / steps))
+            rows = text_windows(tokens, seq_len, batch_size, g)
+            logits, _ = model(rows[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return model.eval(), losses
+
+
+def train_image_mother(images: Tensor, *, channels: int = 32, layers: int = 4, steps: int = 300,
+                       batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
+                       progress: bool = False) -> tuple[PixelCNN, list[float]]:
+    """Train a PixelCNN on binary images (N, S, S) long -> (model, losses per step)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = PixelCNN(size=images.shape[-1], channels=channels, layers=layers)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    model.train()
+    with _bar(steps, "mother (image)", progress) as bar:
+        for step in range(steps):
+            x = images[torch.randint(0, images.shape[0], (batch_size,), generator=g)]
+            logits = model(x[:, None].float())
+            loss = F.cross_entropy(logits, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+    return model.eval(), losses
+
+
+def _prior_batch(prior: PriorPredictor, seqs: Tensor, offset: int, n: int, generator: torch.Generator
+                 ) -> tuple[Tensor, Tensor, Tensor, int, Tensor]:
+    """One batch at a shared cut c: windows (n, W), positions (n,), targets (n, K), c, rows (n,).
+
+    seqs (N, L): rows of known tokens (text rows start with BOS: offset 1; images: offset 0).
+    """
+    k = prior.horizon
+    c = int(torch.randint(offset, seqs.shape[1] - k + 1, (1,), generator=generator))
+    rows = torch.randint(0, seqs.shape[0], (n,), generator=generator)
+    ctx = seqs[rows, max(0, c - prior.window):c]
+    if ctx.shape[1] < prior.window:
+        pad = torch.full((n, prior.window - ctx.shape[1]), prior.vocab_size, dtype=torch.long)
+        ctx = torch.cat([pad, ctx], dim=1)
+    positions = torch.full((n,), c - offset, dtype=torch.long)
+    return ctx, positions, seqs[rows, c:c + k], c, rows
+
+
+def train_prior(prior: PriorPredictor, seqs: Tensor, *, offset: int, steps: int = 300, batch_size: int = 64,
+                lr: float = 3e-3, seed: int = 0, progress: bool = False) -> list[float]:
+    """Fit the prior to predict seqs[c:c+K] from the window before c, every position independently."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=0.01)
+    losses = []
+    prior.train()
+    with _bar(steps, "prior", progress) as bar:
+        for _ in range(steps):
+            win, pos, tgt, _, _ = _prior_batch(prior, seqs, offset, batch_size, g)
+            logits = prior(win, pos)
+            loss = F.cross_entropy(logits.reshape(-1, prior.vocab_size), tgt.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+    prior.eval()
+    return losses
+
+
+@torch.inference_mode()
+def confidence_dataset(mother: MotherModel, prior: PriorPredictor, seqs: Tensor, *, offset: int,
+                       batches: int = 20, batch_size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Features (M, 6) and keep labels (M,) long: does the mother's own sample equal the prior's proposal?
+
+    Contexts are data rows cut at random places; proposals are prior samples (Gumbel-max), checked by one
+    batched teacher-forced mother pass; the label draws the mother's sample with fresh noise.
+    """
+    g = torch.Generator().manual_seed(seed + 2)
+    feats, labels = [], []
+    for _ in range(batches):
+        win, pos, _, c, rows = _prior_batch(prior, seqs, offset, batch_size, g)
+        prior_logits = prior(win, pos)
+        b, k, v = prior_logits.shape
+        drafts = torch.argmax(prior_logits + gumbel_noise(b * k, v, g).view(b, k, v), dim=-1)
+        mother_logits = mother.block_logits(seqs[rows, :c], drafts[:, :k - 1]).float()
+        own = torch.argmax(mother_logits + gumbel_noise(b * k, v, g).view(b, k, v), dim=-1)
+        feats.append(confidence_features(mother_logits, prior_logits, drafts).reshape(-1, 6))
+        labels.append((own == drafts).long().reshape(-1))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def train_confidence(mother: MotherModel, prior: PriorPredictor, seqs: Tensor, *, offset: int,
+                     batches: int = 20, epochs: int = 4, seed: int = 0, progress: bool = False
+                     ) -> tuple[ConfidencePredictor, dict]:
+    """Train the confidence predictor with the shared engine; returns (predictor, final epoch metrics)."""
+    from torch.utils.data import TensorDataset
+
+    from cuekit.data.registry import DataBundle
+    from cuekit.train import TrainConfig, train
+
+    feats, labels = confidence_dataset(mother, prior, seqs, offset=offset, batches=batches, seed=seed)
+    n_val = max(len(labels) // 5, 1)
+    bundle = DataBundle(train=TensorDataset(feats[n_val:], labels[n_val:]),
+                        val=TensorDataset(feats[:n_val], labels[:n_val]),
+                        num_classes=2, class_names=["resample", "keep"], in_chans=1, img_size=1, name="nara-confidence")
+    torch.manual_seed(seed)
+    model = ConfidencePredictor()
+    cfg = TrainConfig(model="nara_confidence", epochs=epochs, batch_size=min(128, len(labels) - n_val), lr=3e-3,
+                      opt="adamw", weight_decay=0.0, seed=seed, out=None, device="cpu", progress=progress, amp="off")
+    res = train(cfg, model=model, data=bundle)
+    return res.model.eval(), dict(res.final)
+
+
+@torch.inference_mode()
+def mean_nll(mother: MotherModel, seqs: Tensor) -> float:
+    """Mean negative log-likelihood per token of sequences (B, T) under the mother (nats)."""
+    return float(-mother.token_logprobs(seqs).mean())
