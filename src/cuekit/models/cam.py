@@ -103,7 +103,8 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-@register_model("cam_small", family="cam", default_img_size=32)
+@register_model("cam_small", family="cam", default_img_size=32,
+                description="small 6-conv CAM network for CPU work (feature map 1/4 of the input)")
 def cam_small(num_classes: int = 10, in_chans: int = 3, img_size: int | None = None,
               large_feature_map: bool = False, width: int = 32, adl_after: Sequence[int] = (),
               adl_drop_rate: float = 0.75, adl_gamma: float = 0.9, **kw) -> CAMNet:
@@ -136,7 +137,8 @@ def _cam_resnet(arch: str, num_classes: int, in_chans: int, large_feature_map: b
     return CAMNet(_with_adl(stages, adl_after, adl_drop_rate, adl_gamma), net.fc.in_features, num_classes)
 
 
-@register_model("cam_resnet18", family="cam", default_img_size=224)
+@register_model("cam_resnet18", family="cam", default_img_size=224,
+                description="CAM on ResNet-18, layer4 stride 1 (14x14 at 224; 28x28 with large_feature_map)")
 def cam_resnet18(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None,
                  large_feature_map: bool = False, adl_after: Sequence[int] = (),
                  adl_drop_rate: float = 0.75, adl_gamma: float = 0.9, **kw) -> CAMNet:
@@ -144,7 +146,8 @@ def cam_resnet18(num_classes: int = 1000, in_chans: int = 3, img_size: int | Non
     return _cam_resnet("resnet18", num_classes, in_chans, large_feature_map, adl_after, adl_drop_rate, adl_gamma)
 
 
-@register_model("cam_resnet50", family="cam", default_img_size=224)
+@register_model("cam_resnet50", family="cam", default_img_size=224,
+                description="CAM on ResNet-50 as in wsolevaluation (14x14 at 224; 28x28 with large_feature_map)")
 def cam_resnet50(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None,
                  large_feature_map: bool = False, adl_after: Sequence[int] = (),
                  adl_drop_rate: float = 0.75, adl_gamma: float = 0.9, **kw) -> CAMNet:
@@ -152,7 +155,8 @@ def cam_resnet50(num_classes: int = 1000, in_chans: int = 3, img_size: int | Non
     return _cam_resnet("resnet50", num_classes, in_chans, large_feature_map, adl_after, adl_drop_rate, adl_gamma)
 
 
-@register_model("cam_vgg16", family="cam", default_img_size=224)
+@register_model("cam_vgg16", family="cam", default_img_size=224,
+                description="CAM on VGG16 + conv6 as in wsolevaluation (14x14 at 224; 28x28 with large_feature_map)")
 def cam_vgg16(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None,
               large_feature_map: bool = False, adl_after: Sequence[int] = (),
               adl_drop_rate: float = 0.75, adl_gamma: float = 0.9, **kw) -> CAMNet:
@@ -174,7 +178,8 @@ def cam_vgg16(num_classes: int = 1000, in_chans: int = 3, img_size: int | None =
     return CAMNet(_with_adl(stages, adl_after, adl_drop_rate, adl_gamma), 1024, num_classes)
 
 
-@register_model("cam_resnet20", family="cam", default_img_size=32)
+@register_model("cam_resnet20", family="cam", default_img_size=32,
+                description="CAM on the CIFAR ResNet-20 (8x8 at 32 px)")
 def cam_resnet20(num_classes: int = 10, in_chans: int = 3, img_size: int | None = None,
                  adl_after: Sequence[int] = (), adl_drop_rate: float = 0.75, adl_gamma: float = 0.9,
                  **kw) -> CAMNet:

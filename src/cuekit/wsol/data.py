@@ -1,0 +1,203 @@
+"""Readers for the wsolevaluation metadata format (CUB, ImageNet, OpenImages) from local folders.
+
+A split folder (e.g. metadata/CUB/test) holds:
+  image_ids.txt        <image_id>                     (a path relative to the image root)
+  class_labels.txt     <image_id>,<label>
+  image_sizes.txt      <image_id>,<width>,<height>
+  localization.txt     <image_id>,<x0>,<y0>,<x1>,<y1>  one line per box (CUB, ImageNet), or
+                       <image_id>,<mask_path>,<ignore_path>  one line per instance mask
+                       (OpenImages; the ignore path only on an image's first line).
+Boxes are rescaled to the evaluation size with the reference's `int(x * new / old)`; masks are
+resized with nearest neighbour, OR-ed over instances, and the ignore region (ignore box minus
+foreground) is coded 255.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from cuekit.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass
+class WSOLMetadata:
+    """One split's metadata: ids in file order, labels, sizes (w, h), boxes or mask paths."""
+
+    root: Path
+    image_ids: list[str]
+    labels: dict[str, int]
+    sizes: dict[str, tuple[int, int]]
+    boxes: dict[str, list[tuple[float, float, float, float]]]
+    mask_paths: dict[str, list[str]]
+    ignore_paths: dict[str, str]
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self.mask_paths)
+
+
+def _lines(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        raise DataError(f"metadata file not found: {path}")
+    out = []
+    for k, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            out.append([f.strip() for f in line.split(",")])
+    return out
+
+
+def read_wsol_metadata(metadata_root: str | Path) -> WSOLMetadata:
+    """Read a wsolevaluation split folder (image_ids, class_labels, image_sizes, localization)."""
+    root = Path(metadata_root)
+    if not root.is_dir():
+        raise DataError(f"metadata folder not found: {root}")
+    image_ids = [f[0] for f in _lines(root / "image_ids.txt")]
+    labels: dict[str, int] = {}
+    for f in _lines(root / "class_labels.txt"):
+        try:
+            labels[f[0]] = int(f[1])
+        except (IndexError, ValueError):
+            raise DataError(f"{root / 'class_labels.txt'}: bad line {','.join(f)!r}") from None
+    sizes: dict[str, tuple[int, int]] = {}
+    if (root / "image_sizes.txt").is_file():
+        for f in _lines(root / "image_sizes.txt"):
+            try:
+                sizes[f[0]] = (int(f[1]), int(f[2]))
+            except (IndexError, ValueError):
+                raise DataError(f"{root / 'image_sizes.txt'}: bad line {','.join(f)!r}") from None
+    boxes: dict[str, list] = {}
+    masks: dict[str, list[str]] = {}
+    ignores: dict[str, str] = {}
+    if (root / "localization.txt").is_file():
+        for f in _lines(root / "localization.txt"):
+            if len(f) == 5:
+                try:
+                    boxes.setdefault(f[0], []).append(tuple(float(v) for v in f[1:]))
+                except ValueError:
+                    raise DataError(f"{root / 'localization.txt'}: bad box line {','.join(f)!r}") from None
+            elif len(f) in (2, 3):
+                masks.setdefault(f[0], []).append(f[1])
+                if len(f) == 3 and f[2]:
+                    ignores[f[0]] = f[2]
+            else:
+                raise DataError(f"{root / 'localization.txt'}: expected 5 (box) or 3 (mask) fields, "
+                                f"got {','.join(f)!r}")
+    missing = [i for i in image_ids if i not in labels]
+    if missing:
+        raise DataError(f"{root}: no class label for {len(missing)} images, e.g. {missing[0]}")
+    if boxes and not sizes:
+        raise DataError(f"{root}: image_sizes.txt is needed to rescale the boxes")
+    return WSOLMetadata(root, image_ids, labels, sizes, boxes, masks, ignores)
+
+
+def resize_box(box, image_size: tuple[int, int], new_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Rescale (x0, y0, x1, y1) from image_size (w, h) to new_size (w, h), truncating like the reference."""
+    (w, h), (nw, nh) = image_size, new_size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return int(x0 * nw / w), int(y0 * nh / h), int(x1 * nw / w), int(y1 * nh / h)
+
+
+def load_mask(mask_root: str | Path, mask_paths: list[str], ignore_path: str | None,
+              size: tuple[int, int]) -> np.ndarray:
+    """GT mask (h, w) uint8 at size (w, h): 1 = object (any instance), 255 = ignore, 0 = background."""
+    from PIL import Image
+
+    root = Path(mask_root)
+
+    def read(rel: str) -> np.ndarray:
+        path = root / rel
+        try:
+            img = Image.open(path).convert("L").resize(size, Image.NEAREST)
+        except OSError as e:
+            raise DataError(f"cannot read mask {path}: {e}") from None
+        return np.asarray(img, np.float32) > 0.5
+
+    fg = np.zeros((size[1], size[0]), bool)
+    for rel in mask_paths:
+        fg |= read(rel)
+    out = fg.astype(np.uint8)
+    if ignore_path:
+        out[read(ignore_path) & ~fg] = 255
+    return out
+
+
+class WSOLImageDataset(Dataset):
+    """Images of a wsolevaluation split as (image (3, S, S) normalized, label), with
+    `localization(i)` -> {"boxes": (K, 4) at S x S, "mask": (S, S) uint8 or None}.
+
+    Evaluation resizes to (S, S) without cropping, as the protocol does; `train=True` gives the
+    protocol's training transform (resize to S * 256/224, random S crop, horizontal flip).
+    """
+
+    def __init__(self, data_root: str | Path, metadata_root: str | Path, img_size: int = 224,
+                 train: bool = False, mask_root: str | Path | None = None):
+        from torchvision import transforms as T
+
+        self.data_root = Path(data_root)
+        if not self.data_root.is_dir():
+            raise DataError(f"image folder not found: {self.data_root}")
+        self.meta = read_wsol_metadata(metadata_root)
+        self.img_size = img_size
+        self.mask_root = Path(mask_root) if mask_root else None
+        norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        if train:
+            big = round(img_size * 256 / 224)
+            self.transform = T.Compose([T.Resize((big, big)), T.RandomCrop(img_size), T.RandomHorizontalFlip(), *norm])
+        else:
+            self.transform = T.Compose([T.Resize((img_size, img_size)), *norm])
+        self.num_classes = max(self.meta.labels.values()) + 1 if self.meta.labels else 0
+
+    def __len__(self) -> int:
+        return len(self.meta.image_ids)
+
+    def image_id(self, i: int) -> str:
+        return self.meta.image_ids[i]
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        image_id = self.meta.image_ids[i]
+        path = self.data_root / image_id
+        try:
+            img = Image.open(path).convert("RGB")
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e}") from None
+        return self.transform(img), self.meta.labels[image_id]
+
+    def localization(self, i: int) -> dict:
+        """GT boxes and mask of sample i at the evaluation size."""
+        return localization_for(self.meta, self.meta.image_ids[i], (self.img_size, self.img_size), self.mask_root)
+
+
+def localization_for(meta: WSOLMetadata, image_id: str, size: tuple[int, int],
+                     mask_root: str | Path | None = None) -> dict:
+    """{"boxes": (K, 4) int64 or None, "mask": (h, w) uint8 or None} of one image at size (w, h)."""
+    boxes = None
+    if image_id in meta.boxes:
+        if image_id not in meta.sizes:
+            raise DataError(f"no image size for {image_id} in image_sizes.txt")
+        boxes = np.array([resize_box(b, meta.sizes[image_id], size) for b in meta.boxes[image_id]], np.int64)
+    mask = None
+    if image_id in meta.mask_paths:
+        if mask_root is None:
+            raise DataError("this split has masks: pass the mask root folder (--mask-root)")
+        mask = load_mask(mask_root, meta.mask_paths[image_id], meta.ignore_paths.get(image_id), size)
+    if boxes is None and mask is None:
+        raise DataError(f"no localization (box or mask) for {image_id}")
+    return {"boxes": boxes, "mask": mask}
+
+
+def stack_localization(items: list[dict]) -> tuple[list | None, np.ndarray | None]:
+    """Per-batch GT: a list of box arrays (or None) and stacked masks (or None)."""
+    boxes = [it["boxes"] for it in items]
+    masks = [it.get("mask") for it in items]
+    box_list = boxes if all(b is not None for b in boxes) else None
+    mask_arr = np.stack(masks) if all(m is not None for m in masks) else None
+    return box_list, mask_arr
+

@@ -1,0 +1,5 @@
+"""Make tests/wsol/wsol_reference.py importable (the test-only OpenCV protocol)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
