@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
-    p.add_argument("--opt", default=d.opt, help="optimizer: sgd, adam, adamw (and others registered)")
+    p.add_argument("--opt", default=d.opt, help="optimizer: sgd, adam, adamw, adamp, sgdp")
     p.add_argument("--weight-decay", "--wd", type=float, default=d.weight_decay,
                    help="weight decay (never applied to 1-D tensors or position embeddings / class tokens)")
     p.add_argument("--momentum", type=float, default=d.momentum)
