@@ -24,7 +24,7 @@ from cuekit.errors import UsageError
 SHAPES = ("disc", "square", "triangle", "cross", "ring")
 
 
-def _shape_mask(kind: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+def shape_mask(kind: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
     """Mask of a shape of radius r in rotated, centred coordinates (u, v)."""
     if kind == "disc":
         return u * u + v * v <= r * r
@@ -84,7 +84,7 @@ def render_sample(rng: np.random.Generator, size: int, label: int) -> tuple[np.n
     du, dv = xx - cx, yy - cy
     u = du * math.cos(theta) + dv * math.sin(theta)
     v = -du * math.sin(theta) + dv * math.cos(theta)
-    mask = _shape_mask(SHAPES[label], u, v, r)
+    mask = shape_mask(SHAPES[label], u, v, r)
     if not mask.any():  # tiny renders: keep at least the centre pixel
         mask[min(int(cy), size - 1), min(int(cx), size - 1)] = True
     color = rng.uniform(0, 1, 3).astype(np.float32)

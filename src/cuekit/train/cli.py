@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", default=d.schedule, choices=["cosine", "constant"])
     p.add_argument("--min-lr", type=float, default=d.min_lr)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--relabel", default=None, metavar="DIR", help="train on ReLabel soft targets: label maps from "
+                   "`cuekit relabel generate` (or the original release's folder), random crops + LabelPooling")
+    p.add_argument("--relabel-mode", default="topk", choices=["topk", "original"],
+                   help="softmax over the stored top-k classes only, or the original code's over all classes")
+    p.add_argument("--relabel-cutmix", type=float, default=None, metavar="ALPHA",
+                   help="CutMix with ReLabel: the pasted box pooled from the other image's map")
     p.add_argument("--clip-grad", type=_optional_float, default=d.clip_grad, help="max gradient norm")
     p.add_argument("--amp", default=d.amp, choices=["auto", "on", "off"], help="mixed precision (auto: on for CUDA)")
     p.add_argument("--accum-steps", type=int, default=d.accum_steps, help="gradient accumulation steps")
@@ -89,7 +95,13 @@ def _train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: v for k, v in vars(args).items() if k in fields}
     cfg = TrainConfig(**kw, progress=not args.no_progress)
-    res = train(cfg)
+    data = batch_transform = None
+    if args.relabel:
+        from cuekit.relabel.training import relabel_training
+
+        data, batch_transform = relabel_training(cfg, args.relabel, mode=args.relabel_mode,
+                                                 cutmix_alpha=args.relabel_cutmix)
+    res = train(cfg, data=data, batch_transform=batch_transform)
     if res.history:
         cols = ["epoch", "train_loss", "val_loss", "val_acc"]
         print(format_table(cols, [[h[c] for c in cols] for h in res.history]))
