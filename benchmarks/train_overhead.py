@@ -50,7 +50,6 @@ def engine_loop(data: TensorDataset, steps: int, batch: int, device: torch.devic
     n = (steps + 1) * batch
     bundle = DataBundle(train=torch.utils.data.Subset(data, range(n)), val=torch.utils.data.Subset(data, range(2)),
                         num_classes=10, class_names=[str(i) for i in range(10)], img_size=32)
-    times: list[float] = []
     marks: list[float] = []
 
     def on_step(step, model, opt, loss):
@@ -81,7 +80,8 @@ def main() -> None:
         print(f"repeat {r + 1}: bare {bare[-1] * 1e3:.1f} ms/step, engine {eng[-1] * 1e3:.1f} ms/step")
     ratio = statistics.median(e / b for e, b in zip(eng, bare))
     print(f"device {device}, resnet20, batch {args.batch}, 32 px")
-    print(f"median step time: bare {statistics.median(bare) * 1e3:.1f} ms, engine {statistics.median(eng) * 1e3:.1f} ms")
+    bare_ms, eng_ms = statistics.median(bare) * 1e3, statistics.median(eng) * 1e3
+    print(f"median step time: bare {bare_ms:.1f} ms, engine {eng_ms:.1f} ms")
     print(f"engine / bare ratio: {ratio:.3f}  (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
 
 

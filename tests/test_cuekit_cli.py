@@ -107,3 +107,14 @@ def test_train_on_builtin_dsprites(tmp_path, capsys):
     assert meta["class_names"] == ["red", "green", "blue", "white"] and meta["task"] == "color"
     # colour is a trivial cue: two short epochs beat chance (0.25) by more than 3 binomial sigmas
     assert results["final"]["val_acc"] > 0.25 + 3 * (0.25 * 0.75 / 128) ** 0.5
+
+
+def test_train_with_a_regularizer_and_unknown_regularizer(tmp_path, capsys):
+    data = write_image_folder(tmp_path / "imgs", per_class=8)
+    common = ["train", "--model", "resnet8", "--data", f"folder:{data}", "--img-size", "16", "--batch-size", "8",
+              "--epochs", "1", "--no-progress"]
+    code, _, err = run_cli(common + ["--reg", "mixup,ls", "--out", tmp_path / "r1"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r1" / "results.json").read_text())["config"]["reg"] == "mixup,ls"
+    code, _, err = run_cli(common + ["--reg", "mixpu", "--out", tmp_path / "r2"], capsys)
+    assert code == 2 and "mixup" in err and "Traceback" not in err

@@ -24,6 +24,7 @@ class TrainConfig:
     schedule: str = "cosine"         # cosine | constant
     min_lr: float = 0.0
     label_smoothing: float = 0.0
+    reg: str | None = None           # regularizers, e.g. "mixup,ls" (cuekit.augment.regularizers)
     clip_grad: float | None = None   # max gradient norm
     amp: str = "auto"                # auto (on for CUDA) | on | off
     accum_steps: int = 1
@@ -61,3 +62,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise UsageError(msg)
+        if self.reg:
+            from cuekit.augment.regularizers import parse_regularizers
+
+            parse_regularizers(self.reg)  # unknown names -> UnknownChoiceError

@@ -180,6 +180,16 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                              img_size=cfg.img_size or data.img_size, **cfg.model_kwargs)
     model.to(device)
+    smoothing = cfg.label_smoothing
+    if cfg.reg and batch_transform is not None:
+        raise UsageError("--reg cannot be combined with another batch transform (e.g. --relabel)")
+    if cfg.reg:
+        from cuekit.augment.regularizers import build_batch_transform
+
+        batch_transform, reg_smoothing = build_batch_transform(cfg.reg, data.num_classes)
+        smoothing = smoothing or reg_smoothing
+    if hasattr(batch_transform, "bind"):  # e.g. fgsm-at attacks the model being trained
+        batch_transform.bind(model=model, data=data)
     optimizer = create_optimizer(cfg.opt, model, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  momentum=cfg.momentum, nesterov=cfg.nesterov, **cfg.opt_kwargs)
     for g in optimizer.param_groups:
@@ -192,7 +202,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         raise UsageError(f"the training set has {n_train} samples, fewer than one batch of {cfg.batch_size}")
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    loss_fn = loss_fn or (lambda logits, t: soft_target_cross_entropy(logits, t, cfg.label_smoothing))
+    loss_fn = loss_fn or (lambda logits, t: soft_target_cross_entropy(logits, t, smoothing))
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 

@@ -1,0 +1,366 @@
+"""The robustness and uncertainty benchmark: train with regularizers, measure every metric.
+
+`RobustnessSuite` holds the evaluation sets (clean, corrupted, OOD, occluded), built once in
+pixel space ([0, 1]) and normalised for the model on the fly, and `evaluate(model)` returns clean
+accuracy, NLL, ECE, MCE, Brier and the reliability bins; accuracy per corruption and severity;
+MSP OOD detection per OOD set; FGSM accuracy per epsilon; centre / boundary occlusion accuracy.
+`corruption_errors` turns several models' results into CE / mCE relative to a baseline model,
+and `run_benchmark` trains one model per regularizer and evaluates them all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from cuekit.robustness.adversarial import DEFAULT_EPSILONS, fgsm_accuracy
+from cuekit.robustness.calibration import (
+    ReliabilityBins,
+    brier_score,
+    negative_log_likelihood,
+    reliability_bins,
+)
+from cuekit.robustness.corruptions import COMMON_CORRUPTIONS, SEVERITIES, corrupt, occlude, resolve_preset
+from cuekit.robustness.ood import max_softmax_score, ood_images, ood_metrics
+
+__all__ = ["BenchConfig", "RobustnessSuite", "SmallConvNet", "SuiteSettings", "corruption_errors", "make_model",
+           "parse_regularizer_list", "run_benchmark", "summary_row", "SUMMARY_COLUMNS"]
+
+
+@dataclasses.dataclass
+class SuiteSettings:
+    """Which evaluations to run and how."""
+
+    corruptions: Sequence[str] = COMMON_CORRUPTIONS
+    severities: Sequence[int] = SEVERITIES
+    preset: str = "auto"                 # corruption parameters: auto, cifar, imagenet
+    n_bins: int = 15                     # ECE bins
+    ood: Sequence[str] = ("blobs", "gaussian", "uniform", "shapes-loc")
+    epsilons: Sequence[float] = DEFAULT_EPSILONS  # FGSM, pixel units
+    occlusion: Sequence[float] = (0.25, 0.5, 0.75)  # occluded side as a fraction of the image side
+    batch_size: int = 256
+    seed: int = 0                        # corruption and OOD randomness
+
+
+class SmallConvNet(nn.Module):
+    """A small CNN for CPU-scale runs: three conv-BN-ReLU stages (two max-pools), global pooling, linear."""
+
+    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 8):
+        super().__init__()
+        chans = [in_chans, width, 2 * width, 4 * width]
+        layers: list[nn.Module] = []
+        for i in range(3):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False), nn.BatchNorm2d(chans[i + 1]),
+                       nn.ReLU(inplace=True)]
+            if i < 2:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(chans[-1], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, C, H, W) -> logits (N, num_classes)."""
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def make_model(name: str, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    """"small-cnn" (built in here) or any registered model name."""
+    if name == "small-cnn":
+        return SmallConvNet(num_classes, in_chans)
+    from cuekit.models.registry import create_model
+
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+
+
+def _normaliser(mean: Sequence[float], std: Sequence[float], channels: int, device) -> Callable[[Tensor], Tensor]:
+    m = torch.as_tensor(list(mean)[:channels], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.as_tensor(list(std)[:channels], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return lambda x: (x.to(device).float() - m) / s
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, images: Tensor, normalise: Callable[[Tensor], Tensor], batch_size: int) -> Tensor:
+    """Pixel images (N, C, H, W) (float or uint8) -> logits (N, K) float on the CPU."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size]
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
+        out.append(model(normalise(x)).float().cpu())
+    return torch.cat(out)
+
+
+class RobustnessSuite:
+    """Evaluation sets for one labelled image set; `evaluate(model)` measures a model on all of them.
+
+    images: (N, C, H, W) float pixels in [0, 1]; labels (N,) int; mean/std: the normalisation the
+    model expects. Corrupted sets are stored as uint8 (like CIFAR-C / ImageNet-C files).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float],
+                 settings: SuiteSettings | None = None, device: str | torch.device = "cpu",
+                 ood_sets: dict[str, Tensor] | None = None, progress: bool = False):
+        self.settings = settings or SuiteSettings()
+        self.images, self.labels = images.float().clamp(0, 1), labels.long()
+        self.mean, self.std, self.device = list(mean), list(std), torch.device(device)
+        n, c, h, w = images.shape
+        self.preset = resolve_preset(self.settings.preset, h, w)
+        self.normalise = _normaliser(self.mean, self.std, c, self.device)
+        from tqdm.auto import tqdm
+
+        jobs = [(name, s) for name in self.settings.corruptions for s in self.settings.severities]
+        self.corrupted: dict[tuple[str, int], Tensor] = {}
+        for k, (name, s) in enumerate(tqdm(jobs, desc="corrupting", disable=not progress, leave=False)):
+            out = corrupt(self.images.to(self.device), name, s, seed=self.settings.seed * 1000 + k, preset=self.preset)
+            self.corrupted[(name, s)] = torch.round(out * 255).to(torch.uint8).cpu()
+        self.ood: dict[str, Tensor] = dict(ood_sets or {})
+        for spec in self.settings.ood:
+            if spec not in self.ood:
+                self.ood[spec] = ood_images(spec, n, h, c, seed=self.settings.seed)
+
+    def evaluate(self, model: nn.Module) -> dict:
+        """Every metric for one model (moved to the suite's device, left in eval mode)."""
+        st = self.settings
+        model = model.to(self.device).eval()
+        bs = st.batch_size
+        logits = _logits(model, self.images, self.normalise, bs)
+        probs = logits.softmax(1)
+        bins = reliability_bins(probs, self.labels, st.n_bins)
+        clean = {"acc": float((logits.argmax(1) == self.labels).float().mean()),
+                 "nll": negative_log_likelihood(probs, self.labels), "ece": bins.ece, "mce": bins.mce,
+                 "brier": brier_score(probs, self.labels), "reliability": dataclasses.asdict(bins)}
+        per_corruption: dict[str, list[float]] = {}
+        eces = []
+        for name in st.corruptions:
+            accs = []
+            for s in st.severities:
+                lg = _logits(model, self.corrupted[(name, s)], self.normalise, bs)
+                accs.append(float((lg.argmax(1) == self.labels).float().mean()))
+                eces.append(reliability_bins(lg.softmax(1), self.labels, st.n_bins).ece)
+            per_corruption[name] = accs
+        corr_mean = sum(sum(v) for v in per_corruption.values()) / max(1, sum(len(v) for v in per_corruption.values()))
+        scores_in = max_softmax_score(logits)
+        ood = {spec: ood_metrics(scores_in, max_softmax_score(_logits(model, imgs, self.normalise, bs)))
+               for spec, imgs in self.ood.items()}
+        fgsm = fgsm_accuracy(model, self.normalise(self.images).cpu(), self.labels, st.epsilons, self.mean, self.std,
+                             bs, self.device)
+        occl = {}
+        for kind in ("center", "boundary"):
+            occl[kind] = {}
+            for frac in st.occlusion:
+                lg = _logits(model, occlude(self.images, kind, frac), self.normalise, bs)
+                occl[kind][str(frac)] = float((lg.argmax(1) == self.labels).float().mean())
+        return {
+            "clean": clean,
+            "corruption": {"acc": per_corruption, "mean_acc": corr_mean,
+                           "mean_ece": sum(eces) / max(1, len(eces)), "severities": list(st.severities),
+                           "preset": self.preset},
+            "ood": ood,
+            "ood_mean_auroc": sum(m["auroc"] for m in ood.values()) / max(1, len(ood)),
+            "fgsm": {f"{e:.6g}": a for e, a in fgsm.items()},
+            "occlusion": occl,
+            "n": int(len(self.labels)),
+        }
+
+
+def corruption_errors(results: dict[str, dict], baseline: str) -> dict[str, dict]:
+    """CE and mCE (Hendrycks & Dietterich) of each model relative to `baseline`, from `evaluate` results.
+
+    CE_c = sum_s E_{s,c} / sum_s E^base_{s,c}; relative CE_c = sum_s (E_{s,c} - E_clean) /
+    sum_s (E^base_{s,c} - E^base_clean); mCE and relative mCE average them over corruptions
+    (1.0 = as robust as the baseline; lower is better). A zero denominator gives NaN.
+    """
+    base = results[baseline]
+    out = {}
+    for name, res in results.items():
+        ce, rel = {}, {}
+        e_clean, b_clean = 1 - res["clean"]["acc"], 1 - base["clean"]["acc"]
+        for c, accs in res["corruption"]["acc"].items():
+            errs = [1 - a for a in accs]
+            berrs = [1 - a for a in base["corruption"]["acc"][c]]
+            ce[c] = sum(errs) / sum(berrs) if sum(berrs) > 0 else math.nan
+            denom = sum(b - b_clean for b in berrs)
+            rel[c] = sum(e - e_clean for e in errs) / denom if denom > 0 else math.nan
+        out[name] = {"ce": ce, "mce": sum(ce.values()) / max(1, len(ce)),
+                     "relative_ce": rel, "relative_mce": sum(rel.values()) / max(1, len(rel))}
+    return out
+
+
+SUMMARY_COLUMNS = ["model", "clean acc", "corr acc", "mCE", "ECE", "NLL", "Brier", "OOD AUROC", "TNR@95",
+                   "FGSM acc", "occl acc"]
+
+
+def summary_row(name: str, res: dict, mce: dict | None, fgsm_eps: float | None = None) -> list:
+    """One table row: clean / corruption accuracy, mCE, calibration, OOD, FGSM (at fgsm_eps, default
+    the largest epsilon at most 2/255 above 0) and mean occlusion accuracy."""
+    eps_keys = sorted((float(k), k) for k in res["fgsm"])
+    if fgsm_eps is None:
+        small = [e for e in eps_keys if 0 < e[0] <= 2 / 255 + 1e-12]
+        key = (small[-1] if small else eps_keys[-1])[1]
+    else:
+        key = min(eps_keys, key=lambda e: abs(e[0] - fgsm_eps))[1]
+    occl = [a for d in res["occlusion"].values() for a in d.values()]
+    tnr = [m["tnr_at_tpr95"] for m in res["ood"].values()]
+    return [name, res["clean"]["acc"], res["corruption"]["mean_acc"], (mce or {}).get("mce", math.nan),
+            res["clean"]["ece"], res["clean"]["nll"], res["clean"]["brier"], res["ood_mean_auroc"],
+            sum(tnr) / max(1, len(tnr)), res["fgsm"][key], sum(occl) / max(1, len(occl))]
+
+
+def parse_regularizer_list(spec: str | Sequence[str]) -> list[str]:
+    """"none,ls,mixup+ls" -> ["none", "ls", "mixup+ls"]; each entry's names are checked."""
+    from cuekit.augment.regularizers import parse_regularizers
+
+    entries = [e.strip() for e in (spec.split(",") if isinstance(spec, str) else spec) if e.strip()]
+    if not entries:
+        from cuekit.errors import UsageError
+
+        raise UsageError("give at least one regularizer entry, e.g. none,ls,mixup")
+    out = []
+    for e in entries:
+        names = parse_regularizers(e.split("+"))
+        out.append("+".join(names) if names else "none")
+    return out
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Training settings shared by every regularizer in one benchmark run."""
+
+    regularizers: Sequence[str] = ("none", "ls", "mixup", "cutmix", "cutout")
+    data: str = "dsprites"
+    task: str | None = None
+    model: str = "small-cnn"
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 0.05
+    opt: str = "sgd"
+    weight_decay: float = 5e-4
+    train_size: int | None = 4000
+    val_size: int | None = 500
+    img_size: int | None = 32
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    label_smoothing: float = 0.1
+    fgsm_epsilon: float = 2 / 255
+
+
+def _rendered(bundle):
+    """Render procedural splits once into tensors (shared by every regularizer)."""
+    from torch.utils.data import TensorDataset
+
+    out = {}
+    for split in ("train", "val"):
+        ds = getattr(bundle, split)
+        if hasattr(ds, "render_items"):
+            images, labels = ds.render_items(torch.arange(len(ds)))
+            out[split] = TensorDataset(images, labels)
+        else:
+            out[split] = ds
+    return dataclasses.replace(bundle, train=out["train"], val=out["val"])
+
+
+def _val_tensors(bundle) -> tuple[Tensor, Tensor]:
+    """The validation split as pixel images (N, C, H, W) in [0, 1] and labels (N,)."""
+    ds = bundle.val
+    if hasattr(ds, "tensors"):
+        x, y = ds.tensors
+    elif hasattr(ds, "render_items"):
+        x, y = ds.render_items(torch.arange(len(ds)))
+    else:
+        items = [ds[i] for i in range(len(ds))]
+        x, y = torch.stack([t[0] for t in items]), torch.as_tensor([t[1] for t in items])
+    m = torch.as_tensor(list(bundle.mean)[: x.shape[1]], dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.as_tensor(list(bundle.std)[: x.shape[1]], dtype=torch.float32).view(1, -1, 1, 1)
+    return (x.float() * s + m).clamp(0, 1), torch.as_tensor(y).long()
+
+
+def train_regularized(entry: str, cfg: BenchConfig, data, seed: int) -> tuple[nn.Module, dict]:
+    """Train one model with the regularizers of `entry` ("none", "mixup+ls", ...) -> model, final epoch."""
+    from cuekit.augment.regularizers import build_batch_transform
+    from cuekit.train import TrainConfig, train
+
+    names = [] if entry == "none" else entry.split("+")
+    torch.manual_seed(seed)
+    model = make_model(cfg.model, data.num_classes, data.in_chans, cfg.img_size or data.img_size)
+    transform, smoothing = build_batch_transform(names, data.num_classes, model, mean=list(data.mean),
+                                                 std=list(data.std), seed=seed,
+                                                 label_smoothing=cfg.label_smoothing, fgsm_epsilon=cfg.fgsm_epsilon)
+    tcfg = TrainConfig(model=cfg.model, data=cfg.data, task=cfg.task, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                       lr=cfg.lr, opt=cfg.opt, weight_decay=cfg.weight_decay, label_smoothing=smoothing,
+                       amp="off", seed=seed, progress=cfg.progress, device=cfg.device)
+    res = train(tcfg, model=model, data=data, batch_transform=transform)
+    return res.model, res.final
+
+
+def run_benchmark(cfg: BenchConfig, settings: SuiteSettings | None = None, out_dir: str | Path | None = None,
+                  baseline: str | None = None) -> dict:
+    """Train one model per regularizer entry, evaluate all, write plots to out_dir; -> results dict.
+
+    The result holds per-model metrics, CE/mCE against `baseline` (default the first entry), the
+    summary table (SUMMARY_COLUMNS) and the plot file names.
+    """
+    from cuekit.data.registry import create_dataset
+
+    settings = settings or SuiteSettings()
+    entries = parse_regularizer_list(cfg.regularizers)
+    baseline = baseline or entries[0]
+    t0 = time.perf_counter()
+    data = _rendered(create_dataset(cfg.data, task=cfg.task, img_size=cfg.img_size, train_size=cfg.train_size,
+                                    val_size=cfg.val_size, seed=cfg.seed))
+    images, labels = _val_tensors(data)
+    suite = RobustnessSuite(images, labels, data.mean, data.std, dataclasses.replace(settings, seed=cfg.seed),
+                            device=cfg.device, progress=cfg.progress)
+    results, finals = {}, {}
+    for entry in entries:
+        model, final = train_regularized(entry, cfg, data, cfg.seed)
+        finals[entry] = final
+        results[entry] = suite.evaluate(model)
+    mce = corruption_errors(results, baseline)
+    rows = [summary_row(e, results[e], mce[e]) for e in entries]
+    plots = []
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        plots = write_plots(results, out_dir, prefix="robustness")
+    return {"config": dataclasses.asdict(cfg), "settings": dataclasses.asdict(settings), "baseline": baseline,
+            "models": results, "mce": mce, "train_final": finals, "columns": SUMMARY_COLUMNS, "rows": rows,
+            "plots": plots, "time_s": time.perf_counter() - t0}
+
+
+def write_plots(results: dict[str, dict], out_dir: Path, prefix: str = "robustness",
+                title_suffix: str = "") -> list[str]:
+    """Reliability diagrams, accuracy vs corruption severity, FGSM accuracy vs epsilon -> PNG names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cuekit.robustness.calibration import plot_reliability
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    bins = {k: ReliabilityBins(**v["clean"]["reliability"]) for k, v in results.items()}
+    names.append(plot_reliability(bins, out_dir / f"{prefix}_reliability.png",
+                                  title=f"Reliability on clean validation images{title_suffix}").name)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for k, v in results.items():
+        sev = v["corruption"]["severities"]
+        accs = list(v["corruption"]["acc"].values())
+        mean_by_sev = [sum(a[i] for a in accs) / len(accs) for i in range(len(sev))]
+        axes[0].plot([0] + sev, [v["clean"]["acc"]] + mean_by_sev, marker="o", label=k)
+        eps = sorted((float(e), a) for e, a in v["fgsm"].items())
+        axes[1].plot([e * 255 for e, _ in eps], [a for _, a in eps], marker="o", label=k)
+    axes[0].set_xlabel("corruption severity (0 = clean)")
+    axes[0].set_ylabel("accuracy (mean over corruptions)")
+    axes[1].set_xlabel("FGSM epsilon (x 1/255)")
+    axes[1].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Corruption and FGSM robustness{title_suffix}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{prefix}_curves.png", dpi=110)
+    plt.close(fig)
+    names.append(f"{prefix}_curves.png")
+    return names
