@@ -17,27 +17,10 @@ import torch
 
 from cuekit.io import environment, format_table, write_results
 from cuekit.models import create_model
-from cuekit.models.complexity import count_macs, count_params, time_forward
+from cuekit.models.complexity import count_macs, count_params, interleaved_ratio
 from cuekit.models.rexnet import rexnet_key_remap
 
 TARGET = 0.95
-
-
-def interleaved_ratio(model_a, model_b, x: torch.Tensor, rounds: int, iters: int) -> tuple[float, list[float],
-                                                                                        list[float]]:
-    """Median over rounds of (images/s of A) / (images/s of B), alternating which model runs first."""
-    for model in (model_a, model_b):  # warm-up
-        time_forward(model, x, 1)
-    ratios, times_a, times_b = [], [], []
-    for r in range(rounds):
-        if r % 2 == 0:
-            ta, tb = time_forward(model_a, x, iters), time_forward(model_b, x, iters)
-        else:
-            tb, ta = time_forward(model_b, x, iters), time_forward(model_a, x, iters)
-        ratios.append(tb / ta)
-        times_a.append(ta)
-        times_b.append(tb)
-    return statistics.median(ratios), times_a, times_b
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,6 +138,27 @@ def time_forward(model: nn.Module, x: Tensor, iters: int = 1) -> float:
     return (time.perf_counter() - start) / iters
 
 
+
+def interleaved_ratio(model_a: nn.Module, model_b: nn.Module, x: Tensor, rounds: int,
+                      iters: int = 1) -> tuple[float, list[float], list[float]]:
+    """Median over rounds of (images/s of A) / (images/s of B), alternating which runs first.
+
+    Returns (median ratio, seconds per pass of A per round, of B per round); for benchmarks that
+    compare two models on a noisy machine.
+    """
+    for model in (model_a, model_b):  # warm-up
+        time_forward(model, x, 1)
+    ratios, times_a, times_b = [], [], []
+    for r in range(rounds):
+        if r % 2 == 0:
+            ta, tb = time_forward(model_a, x, iters), time_forward(model_b, x, iters)
+        else:
+            tb, ta = time_forward(model_b, x, iters), time_forward(model_a, x, iters)
+        ratios.append(tb / ta)
+        times_a.append(ta)
+        times_b.append(tb)
+    return statistics.median(ratios), times_a, times_b
+
 def measure_throughput(
     model: nn.Module,
     img_size: ImgSize,

@@ -147,3 +147,23 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
         first = str(e).strip().splitlines()
         raise CheckpointError(f"checkpoint {path} does not fit the model: {' '.join(first[:3])}") from None
     return json.loads(meta.get("cuekit", "{}"))
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild and load the model a cuekit checkpoint describes (its metadata names model and classes).
+
+    Returns (model on the CPU in eval mode, metadata); CheckpointError for a file without that metadata.
+    """
+    state, raw = read_state_dict(path)
+    meta = json.loads(raw.get("cuekit", "{}"))
+    if "model" not in meta or "num_classes" not in meta:
+        raise CheckpointError(f"{path} has no cuekit metadata (model name, classes); "
+                              "use a model.safetensors written by `cuekit train` or an area's train command")
+    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta.get("in_chans", 3),
+                         img_size=meta.get("img_size"), **meta.get("config", {}).get("model_kwargs", {}))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"checkpoint {path} does not fit the model: {' '.join(first[:3])}") from None
+    return model.eval(), meta

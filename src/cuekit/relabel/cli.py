@@ -51,17 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _teacher(args):
     from cuekit.errors import UnknownChoiceError, UsageError
-    from cuekit.models.registry import checkpoint_metadata, create_model, list_models, load_checkpoint
+    from cuekit.models.registry import checkpoint_metadata, list_models, model_from_checkpoint
 
     path = Path(args.teacher)
     if path.is_file():
         meta = checkpoint_metadata(path)
         if "model" not in meta or "num_classes" not in meta:
             raise UsageError(f"{path} has no cuekit metadata: give --teacher NAME --weights {path}")
-        model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta.get("in_chans", 3),
-                             img_size=meta.get("img_size"), **meta.get("config", {}).get("model_kwargs", {}))
-        load_checkpoint(model, path)
-        return model, meta
+        return model_from_checkpoint(path)
     if args.teacher not in list_models():
         raise UnknownChoiceError("model", args.teacher, list_models())
     if args.weights is None:

@@ -113,23 +113,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(ckpt: str, device: str):
-    import json
-
-    from cuekit.models.registry import create_model, load_checkpoint, read_state_dict
+    from cuekit.models.registry import model_from_checkpoint
     from cuekit.train.distributed import resolve_device
 
-    _, raw = read_state_dict(ckpt)
-    meta = json.loads(raw.get("cuekit", "{}"))
-    if "model" not in meta or "num_classes" not in meta:
-        from cuekit.errors import CheckpointError
-
-        raise CheckpointError(f"{ckpt} has no cuekit metadata (model name, classes); "
-                              "use a model.safetensors written by `cuekit train`")
-    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta.get("in_chans", 3),
-                         img_size=meta.get("img_size"), **meta.get("config", {}).get("model_kwargs", {}))
-    load_checkpoint(model, ckpt)
+    model, meta = model_from_checkpoint(ckpt)
     dev = resolve_device(device)
-    return model.to(dev).eval(), meta, dev
+    return model.to(dev), meta, dev
 
 
 def _eval(args: argparse.Namespace) -> int:

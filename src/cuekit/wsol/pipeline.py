@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -103,17 +102,9 @@ def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None):
 
 def load_cam_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """A CAM model and its metadata from a model.safetensors written by `cuekit wsol train`."""
-    from cuekit.models.registry import create_model, load_checkpoint, read_state_dict
+    from cuekit.models.registry import model_from_checkpoint
 
-    _, raw = read_state_dict(path)
-    meta = json.loads(raw.get("cuekit", "{}"))
-    if "model" not in meta or "num_classes" not in meta:
-        raise CheckpointError(f"{path} has no cuekit metadata (model name, classes); use a model.safetensors "
-                              "written by `cuekit wsol train` or `cuekit train`")
-    kwargs = dict(meta.get("config", {}).get("model_kwargs", {}))
-    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta.get("in_chans", 3),
-                         img_size=meta.get("img_size"), **kwargs)
-    load_checkpoint(model, path)
+    model, meta = model_from_checkpoint(path)
     if not hasattr(model, "forward_cam"):
         raise CheckpointError(f"{path} holds {meta['model']!r}, not a CAM model")
     return model.to(device).eval(), meta
