@@ -102,3 +102,14 @@ def write_results(out_dir: str | Path, results: dict, columns: Sequence[str] | N
     table = format_table(columns, rows)
     atomic_write_text(out_dir / "results.txt", table + "\n")
     return table
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG (creating the folder) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -5,6 +5,8 @@ engine runs before each forward pass, and the label smoothing for its loss (labe
 is not a batch transform: the one soft-target loss applies it to hard and mixed targets alike).
 Order inside a batch: Cutout, then Mixup/CutMix (both given: one or the other per batch, half
 and half), then FGSM, which attacks the input that is actually trained on.
+The video names (videomix-s/-t/-st, video-mixup, frame-cutmix) need (N, C, T, H, W) batches; they use
+mixup_alpha (video-mixup) and cutmix_alpha (the others). At most two mixing names may be given.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ from torch import Tensor, nn
 from cuekit.augment.adversarial import FGSMTraining
 from cuekit.augment.cutout import Cutout
 from cuekit.augment.mix import CutMix, Mixup, MixupOrCutMix, as_rng, to_soft
+from cuekit.augment.video import FrameCutMix, VideoMix, VideoMixup
 from cuekit.errors import UnknownChoiceError, UsageError
 
 __all__ = ["DEFAULT_SETTINGS", "REGULARIZER_NAMES", "BatchPipeline", "build_batch_transform", "parse_regularizers"]
 
-REGULARIZER_NAMES: tuple[str, ...] = ("ls", "mixup", "cutmix", "cutout", "fgsm-at")
+REGULARIZER_NAMES: tuple[str, ...] = ("ls", "mixup", "cutmix", "cutout", "fgsm-at",
+                                      "videomix-s", "videomix-t", "videomix-st", "video-mixup", "frame-cutmix")
+VIDEOMIX_NAMES: dict[str, str] = {"videomix-s": "spatial", "videomix-t": "temporal", "videomix-st": "spatiotemporal"}
 
 # Defaults: label smoothing 0.1 (Szegedy et al.); Mixup alpha 1 (Zhang et al., CIFAR); CutMix beta 1
 # (Yun et al.); Cutout 16 px at 32 px (DeVries & Taylor, CIFAR-10); FGSM eps 2/255, half of each batch.
@@ -90,6 +95,16 @@ def build_batch_transform(names: Sequence[str] | str | None, num_classes: int, m
         mixers.append(Mixup(num_classes, alpha=cfg["mixup_alpha"], seed=rng))
     if "cutmix" in names:
         mixers.append(CutMix(num_classes, alpha=cfg["cutmix_alpha"], seed=rng))
+    for name, variant in VIDEOMIX_NAMES.items():
+        if name in names:
+            mixers.append(VideoMix(num_classes, variant=variant, alpha=cfg["cutmix_alpha"], seed=rng))
+    if "video-mixup" in names:
+        mixers.append(VideoMixup(num_classes, alpha=cfg["mixup_alpha"], seed=rng))
+    if "frame-cutmix" in names:
+        mixers.append(FrameCutMix(num_classes, alpha=cfg["cutmix_alpha"], seed=rng))
+    if len(mixers) > 2:
+        mixing = [n for n in names if n in ("mixup", "cutmix", "video-mixup", "frame-cutmix", *VIDEOMIX_NAMES)]
+        raise UsageError(f"give at most two mixing regularizers (one or the other per batch), got {mixing}")
     if len(mixers) == 2:
         steps.append(MixupOrCutMix(mixers[0], mixers[1], switch_prob=cfg["switch_prob"], seed=rng))
     else:

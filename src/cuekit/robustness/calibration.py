@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from cuekit.errors import UsageError
+from cuekit.io import save_figure
 
 __all__ = ["ReliabilityBins", "brier_score", "expected_calibration_error", "negative_log_likelihood",
            "plot_reliability", "reliability_bins"]
@@ -115,8 +116,5 @@ def plot_reliability(bins: dict[str, ReliabilityBins] | ReliabilityBins, path: s
     axes[0][0].legend(loc="upper left", fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=110)
     return path

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from cuekit.io import save_figure
 from cuekit.wcst.datasets import CueConflictData
 from cuekit.wcst.preference import run_preference
 from cuekit.wcst.runs import FitSettings, adopted_cue, fit, run_jobs
@@ -106,10 +107,7 @@ def plot_radius_rerun(result: dict, path: str | Path) -> Path:
     ax.set_title(f"Radius re-run ({result['model']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=110)
     return path
 
 
@@ -127,8 +125,5 @@ def plot_census(result: dict, path: str | Path) -> Path:
     ax.set_ylim(0, 1)
     ax.set_title(f"Adopted cue over {result['inits']} inits ({result['model']})\n{CENSUS_LABEL}", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=110)
     return path

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cuekit.errors import UnknownChoiceError, UsageError
+from cuekit.io import save_figure
 from cuekit.wcst.datasets import CueConflictData, DSpritesSource
 
 CODECS: dict[str, Callable[[bytes], bytes]] = {
@@ -195,8 +196,5 @@ def plot_complexity(result: dict, path: str | Path, title: str | None = None) ->
     ax.set_title(title or f"Cue complexity proxy ({result['method']}; ours, not the paper's)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=110)
     return path

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cuekit.io import save_figure
 from cuekit.report.experiments import mean_spread
 from cuekit.wcst.datasets import DIAGONAL, CueConflictData
 from cuekit.wcst.runs import FitSettings, batchnorm_layers, fit, new_model, run_jobs
@@ -214,8 +215,5 @@ def plot_flatness(result: dict, path: str | Path, title: str | None = None) -> P
     ax.set_title(title or f"Flatness of cue solutions ({result['model']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=110)
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from cuekit.io import save_figure
 from cuekit.report.experiments import mean_spread
 from cuekit.wcst.datasets import DIAGONAL, CueConflictData
 from cuekit.wcst.runs import FitSettings, adopted_cue, fit, run_jobs
@@ -85,8 +86,5 @@ def plot_learning_curves(result: dict, cues: Sequence[str], path: str | Path, ti
     ax.set_title(title or f"Cue preference of {result['model']} ({len(runs)} seeds)")
     ax.legend(fontsize=8, loc="best", framealpha=0.8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=110)
     return path

@@ -6,6 +6,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cuekit.io import save_figure
+
 
 def _image_for_display(img: Any, mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1)) -> np.ndarray:
     x = np.asarray(img.detach().cpu() if hasattr(img, "detach") else img, np.float32)
@@ -62,10 +64,7 @@ def save_overlays(path: str | Path, images: Sequence[Any], maps_by_norm: dict[st
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=90)
     return path.name
 
 
@@ -89,8 +88,5 @@ def save_metric_bars(path: str | Path, table: dict[str, dict[str, tuple[float, f
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    path = save_figure(fig, path, dpi=90)
     return path.name
