@@ -20,10 +20,13 @@ from cuekit.augment.mix import CutMix, Mixup, MixupOrCutMix, as_rng, to_soft
 from cuekit.augment.video import FrameCutMix, VideoMix, VideoMixup
 from cuekit.errors import UnknownChoiceError, UsageError
 
-__all__ = ["DEFAULT_SETTINGS", "REGULARIZER_NAMES", "BatchPipeline", "build_batch_transform", "parse_regularizers"]
+__all__ = ["DEFAULT_SETTINGS", "REGULARIZER_NAMES", "VIDEO_REGULARIZER_NAMES", "BatchPipeline", "build_batch_transform",
+           "parse_regularizers"]
 
-REGULARIZER_NAMES: tuple[str, ...] = ("ls", "mixup", "cutmix", "cutout", "fgsm-at",
-                                      "videomix-s", "videomix-t", "videomix-st", "video-mixup", "frame-cutmix")
+# Image regularizers (any (N, C, H, W) data; the robustness benchmark runs each of these) and the video
+# mixers, which need (N, C, T, H, W) batches. `--reg` accepts both.
+REGULARIZER_NAMES: tuple[str, ...] = ("ls", "mixup", "cutmix", "cutout", "fgsm-at")
+VIDEO_REGULARIZER_NAMES: tuple[str, ...] = ("videomix-s", "videomix-t", "videomix-st", "video-mixup", "frame-cutmix")
 VIDEOMIX_NAMES: dict[str, str] = {"videomix-s": "spatial", "videomix-t": "temporal", "videomix-st": "spatiotemporal"}
 
 # Defaults: label smoothing 0.1 (Szegedy et al.); Mixup alpha 1 (Zhang et al., CIFAR); CutMix beta 1
@@ -43,8 +46,8 @@ def parse_regularizers(spec: str | Sequence[str] | None) -> list[str]:
     for p in (s.strip().lower() for s in parts):
         if p in ("", "none"):
             continue
-        if p not in REGULARIZER_NAMES:
-            raise UnknownChoiceError("regularizer", p, (*REGULARIZER_NAMES, "none"))
+        if p not in REGULARIZER_NAMES and p not in VIDEO_REGULARIZER_NAMES:
+            raise UnknownChoiceError("regularizer", p, (*REGULARIZER_NAMES, *VIDEO_REGULARIZER_NAMES, "none"))
         if p not in names:
             names.append(p)
     return names
@@ -75,7 +78,7 @@ class BatchPipeline:
 def build_batch_transform(names: Sequence[str] | str | None, num_classes: int, model: nn.Module | None = None, *,
                           mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                           seed: int | None = None, **settings: float) -> tuple[BatchPipeline | None, float]:
-    """-> (batch transform or None, label smoothing) for regularizer names from REGULARIZER_NAMES.
+    """-> (batch transform or None, label smoothing) for names from REGULARIZER_NAMES / VIDEO_REGULARIZER_NAMES.
 
     `model` is what fgsm-at attacks; it may also be attached later with `transform.bind(model, data)`
     (the engine does this once it has built the model). `settings` override DEFAULT_SETTINGS.
@@ -103,7 +106,7 @@ def build_batch_transform(names: Sequence[str] | str | None, num_classes: int, m
     if "frame-cutmix" in names:
         mixers.append(FrameCutMix(num_classes, alpha=cfg["cutmix_alpha"], seed=rng))
     if len(mixers) > 2:
-        mixing = [n for n in names if n in ("mixup", "cutmix", "video-mixup", "frame-cutmix", *VIDEOMIX_NAMES)]
+        mixing = [n for n in names if n in ("mixup", "cutmix", *VIDEO_REGULARIZER_NAMES)]
         raise UsageError(f"give at most two mixing regularizers (one or the other per batch), got {mixing}")
     if len(mixers) == 2:
         steps.append(MixupOrCutMix(mixers[0], mixers[1], switch_prob=cfg["switch_prob"], seed=rng))

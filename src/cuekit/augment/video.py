@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cuekit.augment.mix import CutMix, Mixup, _Mixer, boxes_to_mask, mix_targets, sample_boxes
+from cuekit.augment.mix import CutMix, Mixup, _Mixer, boxes_to_mask, mix_targets, sample_boxes, to_soft
 from cuekit.errors import UnknownChoiceError, UsageError
 
 __all__ = ["VIDEOMIX_VARIANTS", "FrameCutMix", "VideoMix", "VideoMixup", "check_video"]
@@ -67,6 +67,9 @@ class VideoMixup(Mixup):
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, C, T, H, W) float, y: (B,) int or (B, K) soft -> mixed x, soft targets (B, K)."""
         check_video(x, "video Mixup")
+        if x.shape[0] == 1:  # its own partner: blending would only add rounding error
+            self.last_lam = np.ones(1)
+            return x, to_soft(y, self.num_classes)
         return super().__call__(x, y)
 
 

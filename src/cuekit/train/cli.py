@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-lr", type=float, default=d.min_lr)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--reg", default=None, metavar="NAME[,NAME]",
-                   help="regularizers: ls, mixup, cutmix, cutout, fgsm-at (ls means --label-smoothing 0.1 "
-                   "unless that is given)")
+                   help="regularizers: ls, mixup, cutmix, cutout, fgsm-at; for video: videomix-s, videomix-t, "
+                   "videomix-st, video-mixup, frame-cutmix (ls means --label-smoothing 0.1 unless that is given)")
     p.add_argument("--relabel", default=None, metavar="DIR", help="train on ReLabel soft targets: label maps from "
                    "`cuekit relabel generate` (or the original release's folder), random crops + LabelPooling")
     p.add_argument("--relabel-mode", default="topk", choices=["topk", "original"],
