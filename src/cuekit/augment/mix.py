@@ -212,14 +212,14 @@ class CutMix(_Mixer):
         lam_c = 1.0 - np.prod(hi - lo, axis=1) / float(math.prod(sizes))
         lam_used = lam_c if self.correct_lam else np.where(on, lam, 1.0)
         self.last_lam, self.last_boxes = lam_used, (lo, hi)
-        partner = x.flip(0)
-        if self.mode == "batch":
+        if self.mode == "batch":  # copy only the box of the partner, not a flipped batch
             out = x.clone()
             index = [slice(None)] * x.dim()
             for d, a, b in zip(dims, lo[0], hi[0]):
                 index[d] = slice(int(a), int(b))
-            out[tuple(index)] = partner[tuple(index)]
+            out[tuple(index)] = x[tuple(index)].flip(0)
         else:
+            partner = x.flip(0)
             mask = boxes_to_mask(lo, hi, sizes, x.device)  # (N, *sizes)
             # Put the box axes where they are in x; other axes broadcast.
             shape = [n] + [1] * (x.dim() - 1)
