@@ -232,7 +232,6 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
 
     from tqdm.auto import tqdm
 
-    status = "completed"
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         train_model.train()
@@ -286,13 +285,12 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
             bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}", refresh=False)
         bar.close()
         if diverged_at is not None:
-            status = "diverged"
             good = run.state_path if (run.dir and run.state_path.exists()) else None
             where = f"the last good checkpoint is {good} (end of epoch {epoch})" if good else \
                 "no checkpoint had been written yet"
             if run.write:
                 atomic_write_json(run.dir / "results.json", {
-                    "status": status, "diverged_at_step": diverged_at, "epoch": epoch + 1,
+                    "status": "diverged", "diverged_at_step": diverged_at, "epoch": epoch + 1,
                     "history": history, "config": dataclasses.asdict(cfg)})
             raise TrainingDiverged(f"the loss became NaN/inf at step {diverged_at} (epoch {epoch + 1}); "
                                    f"training stopped and {where}")
@@ -325,10 +323,10 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         from cuekit.io import environment
 
         atomic_write_json(run.dir / "results.json", {
-            "status": status, "final": final, "history": history, "config": dataclasses.asdict(cfg),
+            "status": "completed", "final": final, "history": history, "config": dataclasses.asdict(cfg),
             "num_classes": data.num_classes, "train_samples": n_train, "val_samples": len(data.val),
             "world_size": info.world_size, "time_s": time.perf_counter() - t_run,
             "environment": environment()})
     barrier(info)
     return TrainResult(model=model, history=history, final=final, out_dir=run.dir,
-                       ema=ema.module if ema else None, status=status)
+                       ema=ema.module if ema else None)
