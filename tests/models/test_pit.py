@@ -275,3 +275,10 @@ def test_reproduce_experiment_runs_and_reports_at_toy_scale(tmp_path, monkeypatc
         details["accuracy"]["pit_nano"][0] - details["accuracy"]["vit_nano"][0])
     assert details["macs"]["pit_nano"] == count_macs(create_model("pit_nano", num_classes=6), 32)
     assert [row[0] for row in result["table"]["rows"]] == ["pit_nano", "vit_nano"]
+    # The runs went to worker processes (on a machine with 2+ cores); each equals the same run done here.
+    torch.set_num_threads(1)
+    try:
+        history, final, _ = pit_experiment._train_one((1, "vit_nano", toy, 32, "cpu", 0))
+    finally:
+        torch.set_num_threads(threads)
+    assert details["histories"]["vit_nano"][1] == history and details["accuracy"]["vit_nano"][1] == final

@@ -14,9 +14,10 @@ from typing import Sequence
 import torch
 
 from cuekit.io import save_figure
+from cuekit.parallel import run_jobs
 from cuekit.wcst.datasets import CueConflictData
 from cuekit.wcst.preference import run_preference
-from cuekit.wcst.runs import FitSettings, adopted_cue, fit, run_jobs
+from cuekit.wcst.runs import FitSettings, adopted_cue, fit
 
 CENSUS_LABEL = "initialisation census (cuekit's addition, not in the paper)"
 

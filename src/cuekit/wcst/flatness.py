@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cuekit.io import save_figure
+from cuekit.parallel import run_jobs
 from cuekit.report.experiments import mean_spread
 from cuekit.wcst.datasets import DIAGONAL, CueConflictData
-from cuekit.wcst.runs import FitSettings, batchnorm_layers, fit, new_model, run_jobs
+from cuekit.wcst.runs import FitSettings, batchnorm_layers, fit, new_model
 
 
 def parameter_norm(model: nn.Module) -> float:

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Sequence
 
 from cuekit.io import save_figure
+from cuekit.parallel import run_jobs
 from cuekit.report.experiments import mean_spread
 from cuekit.wcst.datasets import DIAGONAL, CueConflictData
-from cuekit.wcst.runs import FitSettings, adopted_cue, fit, run_jobs
+from cuekit.wcst.runs import FitSettings, adopted_cue, fit
 
 
 def preference_run(data: CueConflictData, settings: FitSettings, seed: int, progress: bool = False) -> dict:

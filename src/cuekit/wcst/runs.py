@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from cuekit.errors import CuekitError, DataError, UsageError
+from cuekit.errors import DataError, UsageError
 from cuekit.wcst.datasets import DIAGONAL, CueConflictData
 from cuekit.wcst.models import build_model, check_model_name
 
@@ -148,55 +146,3 @@ def adopted_cue(final_acc: dict[str, float], chance: float) -> str | None:
     return leaders[0] if len(leaders) == 1 and best > chance else None
 
 
-# ----------------------------------------------------------------------------------------------
-# Independent runs in worker processes
-
-
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _guarded(fn: Callable[[Any], Any], job: Any) -> tuple[str, Any]:
-    try:
-        return "ok", fn(job)
-    except CuekitError as e:   # some error classes do not survive pickling: send the message
-        return "error", (e.exit_code, str(e))
-
-
-def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int = 1, desc: str = "runs",
-             progress: bool = True) -> list[Any]:
-    """`[fn(job) for job in jobs]`, in `workers` spawned processes when workers > 1 (order kept).
-
-    `fn` must be a module-level function and jobs picklable. Each worker gets cpu_count // workers
-    torch threads. A user error raised in a worker is raised here with its message.
-    """
-    from tqdm.auto import tqdm
-
-    if workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
-    bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress, leave=False, dynamic_ncols=True)
-    out: list[Any] = [None] * len(jobs)
-    if workers == 1 or len(jobs) <= 1:
-        for i, job in enumerate(jobs):
-            out[i] = ("ok", fn(job))
-            bar.update(1)
-    else:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                                    initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(_guarded, fn, job): i for i, job in enumerate(jobs)}
-            for fut in cf.as_completed(futures):
-                out[futures[fut]] = fut.result()
-                bar.update(1)
-    bar.close()
-    results = []
-    for status, value in out:
-        if status == "error":
-            code, msg = value
-            err = UsageError(msg) if code == 2 else DataError(msg)
-            raise err
-        results.append(value)
-    return results

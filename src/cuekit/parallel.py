@@ -1,0 +1,69 @@
+"""Independent runs (seeds, models, radii) in spawned worker processes, shared by every area."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import torch
+
+from cuekit.errors import CuekitError, DataError, UsageError
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _guarded(fn: Callable[[Any], Any], job: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn(job)
+    except CuekitError as e:   # some error classes do not survive pickling: send the message
+        return "error", (e.exit_code, str(e))
+
+
+def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int = 1, desc: str = "runs",
+             progress: bool = True, threads: int | None = None) -> list[Any]:
+    """`[fn(job) for job in jobs]`, in `workers` spawned processes when workers > 1 (order kept).
+
+    `fn` must be a module-level function and jobs picklable. Each worker gets `threads` torch
+    threads (default: cpu_count // workers). A user error raised in a worker is raised here with
+    its message.
+    """
+    from tqdm.auto import tqdm
+
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress, leave=False, dynamic_ncols=True)
+    out: list[Any] = [None] * len(jobs)
+    if workers == 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            out[i] = ("ok", fn(job))
+            bar.update(1)
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        if threads is None:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+        with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                    initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(_guarded, fn, job): i for i, job in enumerate(jobs)}
+            for fut in cf.as_completed(futures):
+                out[futures[fut]] = fut.result()
+                bar.update(1)
+    bar.close()
+    results = []
+    for status, value in out:
+        if status == "error":
+            code, msg = value
+            err = UsageError(msg) if code == 2 else DataError(msg)
+            raise err
+        results.append(value)
+    return results
