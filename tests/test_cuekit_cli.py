@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cuekit import __version__
 from cuekit.cli import main
@@ -118,3 +119,26 @@ def test_train_with_a_regularizer_and_unknown_regularizer(tmp_path, capsys):
     assert json.loads((tmp_path / "r1" / "results.json").read_text())["config"]["reg"] == "mixup,ls"
     code, _, err = run_cli(common + ["--reg", "mixpu", "--out", tmp_path / "r2"], capsys)
     assert code == 2 and "mixup" in err and "Traceback" not in err
+
+
+class _BadData(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from cuekit.errors import DataError
+
+        raise DataError(f"clip_{i}.mp4: cannot be decoded")
+
+
+def test_an_error_raised_in_a_dataloader_worker_is_one_line():
+    from torch.utils.data import DataLoader
+
+    from cuekit.cli import user_message
+    from cuekit.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        next(iter(DataLoader(_BadData(), batch_size=2, num_workers=1)))
+    assert "Traceback" in str(info.value)  # what torch re-raises
+    assert user_message(info.value) == "clip_0.mp4: cannot be decoded"
+    assert user_message(DataError("plain")) == "plain"

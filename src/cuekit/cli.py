@@ -57,11 +57,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CuekitError as e:
-        print(f"cuekit: error: {e}", file=sys.stderr)
+        print(f"cuekit: error: {user_message(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("cuekit: interrupted", file=sys.stderr)
         return 130
+
+
+def user_message(error: Exception) -> str:
+    """The one-line message of an error; a DataLoader worker's re-raised error carries the worker's
+    whole traceback in its message, of which only the original message is kept."""
+    msg = str(error)
+    if msg.startswith("Caught ") and "Original Traceback" in msg:
+        last = msg.strip().splitlines()[-1]
+        name = type(error).__name__
+        for prefix in (f"{type(error).__module__}.{name}: ", f"{name}: "):
+            if last.startswith(prefix):
+                return last[len(prefix):]
+        return last
+    return msg
 
 
 if __name__ == "__main__":

@@ -230,3 +230,21 @@ def test_video_names_parse_and_at_most_two_mixers():
     assert type(pair.steps[0]).__name__ == "MixupOrCutMix"
     with pytest.raises(UsageError, match="at most two"):
         build_batch_transform("videomix-s,videomix-t,video-mixup", num_classes=3)
+
+
+@pytest.mark.parametrize("variant", ["spatial", "temporal", "spatiotemporal"])
+def test_inplace_pastes_into_the_batch_and_gives_the_same_result(variant):
+    x = torch.rand(6, 3, 5, 8, 8)
+    y = torch.arange(6)
+    kept = x.clone()
+    out, target = VideoMix(6, variant=variant, seed=3)(x, y)
+    assert torch.equal(x, kept)  # default: the caller's batch is left alone
+    out_inplace, target_inplace = VideoMix(6, variant=variant, seed=3, inplace=True)(x, y)
+    assert out_inplace.data_ptr() == x.data_ptr()  # no copy of the batch
+    assert torch.equal(out_inplace, out) and torch.equal(target_inplace, target)
+
+
+def test_inplace_is_passed_through_build_batch_transform():
+    transform, _ = build_batch_transform("videomix-st", 4, inplace=True)
+    assert transform.steps[0].inplace
+    assert not build_batch_transform("videomix-st", 4)[0].steps[0].inplace

@@ -60,3 +60,14 @@ def test_preview_accepts_any_dataset_spec(tmp_path, capsys):
     assert main(["data", "preview", f"folder:{tmp_path / 'imgs'}", "--out", str(out), "--n", "4",
                  "--img-size", "16"]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_preview_of_a_video_dataset_shows_each_clip_as_a_row_of_frames(tmp_path, capsys):
+    import matplotlib.image as mpimg
+
+    out = tmp_path / "clips.png"
+    assert main(["data", "preview", "moving-shapes", "--n", "4", "--frames", "6", "--out", str(out)]) == 0
+    img = mpimg.imread(out)
+    assert img.shape[1] > 2 * img.shape[0]  # wide tiles: the frames side by side
+    assert main(["data", "preview", "dsprites", "--frames", "4", "--out", str(out)]) == 2
+    assert "video datasets" in capsys.readouterr().err

@@ -178,13 +178,15 @@ class CutMix(_Mixer):
     `dims`: the axes the box spans, default (-2, -1) (H, W of (N, C, H, W)); VideoMix uses
     (-2, -1) on (N, C, T, H, W) for spatial, (-3,) for temporal and (-3, -2, -1) for
     spatio-temporal cuboids. correct_lam=False keeps the drawn lambda for the targets (timm's option).
+    inplace=True pastes into `x` itself in batch mode (no copy of the batch), for a caller that owns
+    the batch, as the training engine does.
     """
 
     def __init__(self, num_classes: int, alpha: float = 1.0, prob: float = 1.0, mode: str = "batch",
                  correct_lam: bool = True, dims: Sequence[int] = (-2, -1),
-                 seed: int | np.random.Generator | None = None):
+                 seed: int | np.random.Generator | None = None, inplace: bool = False):
         super().__init__(num_classes, alpha, prob, mode, seed)
-        self.correct_lam = correct_lam
+        self.correct_lam, self.inplace = correct_lam, inplace
         self.dims = tuple(int(d) for d in dims)
         if not self.dims or any(d >= 0 for d in self.dims) or len(set(self.dims)) != len(self.dims):
             raise UsageError(f"dims must be distinct negative axes such as (-2, -1), got {dims}")
@@ -213,7 +215,7 @@ class CutMix(_Mixer):
         lam_used = lam_c if self.correct_lam else np.where(on, lam, 1.0)
         self.last_lam, self.last_boxes = lam_used, (lo, hi)
         if self.mode == "batch":  # copy only the box of the partner, not a flipped batch
-            out = x.clone()
+            out = x if self.inplace else x.clone()
             index = [slice(None)] * x.dim()
             for d, a, b in zip(dims, lo[0], hi[0]):
                 index[d] = slice(int(a), int(b))

@@ -77,12 +77,14 @@ class BatchPipeline:
 
 def build_batch_transform(names: Sequence[str] | str | None, num_classes: int, model: nn.Module | None = None, *,
                           mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                          seed: int | None = None, **settings: float) -> tuple[BatchPipeline | None, float]:
+                          seed: int | None = None, inplace: bool = False,
+                          **settings: float) -> tuple[BatchPipeline | None, float]:
     """-> (batch transform or None, label smoothing) for names from REGULARIZER_NAMES / VIDEO_REGULARIZER_NAMES.
 
     `model` is what fgsm-at attacks; it may also be attached later with `transform.bind(model, data)`
     (the engine does this once it has built the model). `settings` override DEFAULT_SETTINGS.
     seed=None draws the mixing randomness from NumPy's global state (seeded by the engine).
+    inplace=True lets CutMix and VideoMix paste into the batch itself (for a caller that owns it).
     """
     names = parse_regularizers(names)
     unknown = set(settings) - set(DEFAULT_SETTINGS)
@@ -97,10 +99,11 @@ def build_batch_transform(names: Sequence[str] | str | None, num_classes: int, m
     if "mixup" in names:
         mixers.append(Mixup(num_classes, alpha=cfg["mixup_alpha"], seed=rng))
     if "cutmix" in names:
-        mixers.append(CutMix(num_classes, alpha=cfg["cutmix_alpha"], seed=rng))
+        mixers.append(CutMix(num_classes, alpha=cfg["cutmix_alpha"], seed=rng, inplace=inplace))
     for name, variant in VIDEOMIX_NAMES.items():
         if name in names:
-            mixers.append(VideoMix(num_classes, variant=variant, alpha=cfg["cutmix_alpha"], seed=rng))
+            mixers.append(VideoMix(num_classes, variant=variant, alpha=cfg["cutmix_alpha"], seed=rng,
+                                   inplace=inplace))
     if "video-mixup" in names:
         mixers.append(VideoMixup(num_classes, alpha=cfg["mixup_alpha"], seed=rng))
     if "frame-cutmix" in names:

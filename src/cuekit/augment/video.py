@@ -45,11 +45,11 @@ class VideoMix(CutMix):
     """
 
     def __init__(self, num_classes: int, variant: str = "spatiotemporal", alpha: float = 1.0, prob: float = 1.0,
-                 mode: str = "batch", seed: int | np.random.Generator | None = None):
+                 mode: str = "batch", seed: int | np.random.Generator | None = None, inplace: bool = False):
         if variant not in VIDEOMIX_VARIANTS:
             raise UnknownChoiceError("VideoMix variant", variant, VIDEOMIX_VARIANTS)
         super().__init__(num_classes, alpha=alpha, prob=prob, mode=mode, correct_lam=True,
-                         dims=VIDEOMIX_VARIANTS[variant], seed=seed)
+                         dims=VIDEOMIX_VARIANTS[variant], seed=seed, inplace=inplace)
         self.variant = variant
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

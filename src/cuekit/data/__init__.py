@@ -8,7 +8,7 @@ from cuekit.data.registry import DataBundle, create_dataset, list_datasets, regi
 __all__ = ["DataBundle", "create_dataset", "list_datasets", "register_dataset"]
 
 # Modules that register datasets on import; an area's module not written yet is skipped.
-for _mod in ("folders", "dsprites", "shapes_loc", "multi_shapes", "moving_shapes"):
+for _mod in ("folders", "dsprites", "shapes_loc", "multi_shapes", "moving_shapes", "video_folders"):
     _full = f"{__name__}.{_mod}"
     try:
         importlib.import_module(_full)

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pv.add_argument("--task", default=None, help="label to show, for datasets with several (dsprites: color, "
                     "shape, scale, orientation, posx, posy; default shape)")
     pv.add_argument("--img-size", type=int, default=None, help="resolution (default: the dataset's)")
+    pv.add_argument("--frames", type=int, default=None,
+                    help="video datasets: frames per clip (default: the dataset's); each clip is a row of frames")
     pv.add_argument("--seed", type=int, default=0, help="which random samples")
     pv.add_argument("--split", default="train", choices=["train", "val"], help="split to sample from")
     pv.set_defaults(func=_preview)
@@ -63,7 +65,8 @@ def _preview(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
-    bundle = create_dataset(args.name, task=args.task, img_size=args.img_size, train_size=args.n, seed=args.seed)
+    bundle = create_dataset(args.name, task=args.task, img_size=args.img_size, train_size=args.n, val_size=args.n,
+                            seed=args.seed, frames=args.frames)
     ds = bundle.train if args.split == "train" else bundle.val
     n = min(args.n, len(ds))
     if n == 0:
@@ -73,14 +76,19 @@ def _preview(args: argparse.Namespace) -> int:
 
     mean = torch.tensor(bundle.mean, dtype=torch.float32)[:, None, None]
     std = torch.tensor(bundle.std, dtype=torch.float32)[:, None, None]
-    cols = min(n, 8)
+    video = torch.as_tensor(samples[0][0]).dim() == 4  # (C, T, H, W) clips: one tile shows the frames in a row
+    frames = torch.as_tensor(samples[0][0]).shape[1] if video else 1
+    cols = min(n, 2 if video else 8)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows + 0.4), squeeze=False,
+    width = 1.6 * cols * (frames * 0.5 if video else 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, (1.1 if video else 1.9) * rows + 0.4), squeeze=False,
                              layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, (img, label) in zip(axes.flat, samples):
         img = torch.as_tensor(img, dtype=torch.float32)
+        if video:
+            img = torch.cat(list(img.unbind(1)), dim=2)  # (C, H, T * W)
         if img.shape[0] == len(bundle.mean):  # undo the normalisation the transforms applied
             img = img * std + mean
         img = img.clamp(0, 1)

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 from torch.utils.data import Dataset
 
-from cuekit.errors import UnknownChoiceError
+from cuekit.errors import UnknownChoiceError, UsageError
 
 
 @dataclasses.dataclass
@@ -24,26 +24,37 @@ class DataBundle:
     task: str | None = None
     name: str = ""
     resize_ratio: float = 1.0  # eval preprocessing: resize shorter side to img_size * ratio, centre-crop
+    frames: int | None = None  # video data: frames per clip; samples are (C, T, H, W) clips
 
 
 DatasetBuilder = Callable[..., DataBundle]
 _DATASETS: dict[str, DatasetBuilder] = {}
+_VIDEO_DATASETS: set[str] = set()
 
 
-def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+def register_dataset(name: str, video: bool = False) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Decorator: register `fn(path, *, task, img_size, train_size, val_size, seed, val_split)`.
 
     `path` is what follows "name:" in the spec (None when absent); the builder returns a
-    DataBundle and raises cuekit.errors.DataError / UnknownChoiceError on bad input.
+    DataBundle and raises cuekit.errors.DataError / UnknownChoiceError on bad input. A video
+    dataset's builder also takes `frames` (clip length, None: its default).
     """
 
     def deco(fn: DatasetBuilder) -> DatasetBuilder:
         if name in _DATASETS:
             raise ValueError(f"dataset {name!r} registered twice")
         _DATASETS[name] = fn
+        if video:
+            _VIDEO_DATASETS.add(name)
         return fn
 
     return deco
+
+
+def is_video_dataset(spec: str) -> bool:
+    """Whether a dataset spec names a video dataset (its samples are (C, T, H, W) clips)."""
+    _ensure_builtin()
+    return spec.partition(":")[0] in _VIDEO_DATASETS
 
 
 def list_datasets() -> list[str]:
@@ -70,18 +81,26 @@ def create_dataset(
     val_size: int | None = None,
     seed: int = 0,
     val_split: float = 0.1,
+    frames: int | None = None,
 ) -> DataBundle:
     """Build the train/val splits of a dataset spec such as "dsprites" or "folder:/data/imgs".
 
     train_size=None means the dataset's default (all of a real dataset; 20,000 for dsprites).
+    frames: clip length of a video dataset (None: the dataset's default); an image dataset refuses it.
     """
     _ensure_builtin()
     name, _, path = spec.partition(":")
     if name not in _DATASETS:
         raise UnknownChoiceError("dataset", name, _DATASETS)
+    extra = {}
+    if name in _VIDEO_DATASETS:
+        extra["frames"] = frames
+    elif frames is not None:
+        raise UsageError(f"--frames is for video datasets; {name!r} is an image dataset "
+                         f"(video: {', '.join(sorted(_VIDEO_DATASETS)) or 'none'})")
     bundle = _DATASETS[name](
         path or None, task=task, img_size=img_size, train_size=train_size, val_size=val_size,
-        seed=seed, val_split=val_split,
+        seed=seed, val_split=val_split, **extra,
     )
     bundle.name = spec
     return bundle

@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-split", type=float, default=d.val_split,
                    help="fraction held out for validation when the data has no val split")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the dataset's)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="video data: frames per clip (default: the dataset's)")
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -132,7 +134,7 @@ def _eval(args: argparse.Namespace) -> int:
     data = create_dataset(spec, task=args.task or meta.get("task"), img_size=meta.get("img_size"),
                           train_size=cfg.get("train_size"), val_size=args.val_size or cfg.get("val_size"),
                           seed=cfg.get("seed", 0) if args.seed is None else args.seed,
-                          val_split=cfg.get("val_split", 0.1))
+                          val_split=cfg.get("val_split", 0.1), frames=meta.get("frames"))
     if data.num_classes != meta["num_classes"]:
         from cuekit.errors import DataError
 

@@ -36,6 +36,7 @@ class TrainConfig:
     val_size: int | None = None
     val_split: float = 0.1
     img_size: int | None = None
+    frames: int | None = None        # video data: frames per clip (None: the dataset's default)
     workers: int = 0
     device: str = "auto"
     progress: bool = True

@@ -175,7 +175,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
     seed_everything(cfg.seed)
     if data is None:
         data = create_dataset(cfg.data, task=cfg.task, img_size=cfg.img_size, train_size=cfg.train_size,
-                              val_size=cfg.val_size, seed=cfg.seed, val_split=cfg.val_split)
+                              val_size=cfg.val_size, seed=cfg.seed, val_split=cfg.val_split, frames=cfg.frames)
     if model is None:
         model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                              img_size=cfg.img_size or data.img_size, **cfg.model_kwargs)
@@ -186,7 +186,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
     if cfg.reg:
         from cuekit.augment.regularizers import build_batch_transform
 
-        batch_transform, reg_smoothing = build_batch_transform(cfg.reg, data.num_classes)
+        # The engine owns each collated batch, so mixers may paste into it without a copy.
+        batch_transform, reg_smoothing = build_batch_transform(cfg.reg, data.num_classes, inplace=True)
         smoothing = smoothing or reg_smoothing
     if hasattr(batch_transform, "bind"):  # e.g. fgsm-at attacks the model being trained
         batch_transform.bind(model=model, data=data)
@@ -210,7 +211,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         "model": cfg.model if getattr(model, "cuekit_name", None) is None else model.cuekit_name,
         "num_classes": data.num_classes, "class_names": list(data.class_names), "in_chans": data.in_chans,
         "img_size": cfg.img_size or data.img_size, "mean": list(data.mean), "std": list(data.std),
-        "resize_ratio": data.resize_ratio, "data": cfg.data if data.name == "" else data.name,
+        "resize_ratio": data.resize_ratio, "frames": data.frames, "data": cfg.data if data.name == "" else data.name,
         "task": cfg.task if cfg.task is not None else data.task, "config": dataclasses.asdict(cfg),
     }
     history: list[dict] = []
