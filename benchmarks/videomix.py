@@ -6,7 +6,7 @@ mixer (VideoMix spatial / temporal / spatio-temporal, video Mixup, frame-wise Cu
 rounds (order shuffled each round). Printed per transform: median step time, the end-to-end overhead
 (mixed step / plain step - 1, noisy on a shared CPU) and the mixer's own time measured inside the
 step as a fraction of the plain step (the precise number; target <= 0.02 for VideoMix).
-Run: python benchmarks/videomix.py [--batch 16 --frames 8 --size 32 --mode elem]
+Run: python benchmarks/videomix.py [--batch 16 --frames 8 --size 32 --mode elem --copy --threads 1]
 """
 from __future__ import annotations
 
@@ -57,8 +57,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     ap.add_argument("--mode", default="batch", choices=["batch", "pair", "elem"],
                     help="mixing mode: batch (one cuboid per batch, what --reg uses) or per pair / clip")
+    ap.add_argument("--copy", action="store_true",
+                    help="mixers copy the batch (the library default); without it they paste in place, as "
+                    "`cuekit train --reg` does (the engine owns each batch)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     k = 10
     torch.manual_seed(0)
@@ -69,7 +75,7 @@ def main() -> None:
     x = batches[0][0]
     mixers = {"plain": None}
     for v in ("spatial", "temporal", "spatiotemporal"):
-        mixers[f"videomix-{v}"] = VideoMix(k, variant=v, mode=args.mode, seed=0)
+        mixers[f"videomix-{v}"] = VideoMix(k, variant=v, mode=args.mode, seed=0, inplace=not args.copy)
     mixers["video-mixup"] = VideoMixup(k, mode=args.mode, seed=0)
     mixers["frame-cutmix"] = FrameCutMix(k, mode=args.mode, seed=0)
     for mixer in mixers.values():  # warm-up
@@ -85,7 +91,8 @@ def main() -> None:
             times[name].append(step)
             mix_times[name].append(mixing)
     plain = statistics.median(times["plain"])
-    print(f"device {device}, batch {tuple(x.shape)}, mode {args.mode}, {args.rounds} rounds x {args.steps} steps")
+    print(f"device {device}, batch {tuple(x.shape)}, mode {args.mode}, {args.rounds} rounds x {args.steps} steps, "
+          f"{'copying' if args.copy else 'in-place'} VideoMix, {torch.get_num_threads()} threads")
     print(f"{'transform':<24}{'ms/step':>10}{'end-to-end':>12}{'mixer ms':>10}{'mixer/step':>12}")
     for name, ts in times.items():
         med, mix = statistics.median(ts), statistics.median(mix_times[name])

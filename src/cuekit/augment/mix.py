@@ -200,12 +200,10 @@ class CutMix(_Mixer):
             raise UsageError(f"CutMix dims {self.dims} do not fit an input of shape {tuple(x.shape)}")
         sizes = [x.shape[d] for d in dims]
         n = x.shape[0]
+        if self.mode == "batch":
+            return self._batch_call(x, y, dims, sizes)
         lam, on = self._draw(n)
-        if self.mode == "batch":  # one box for the whole batch
-            lo, hi, _ = sample_boxes(sizes, lam[:1], self.rng)
-            lo, hi = np.repeat(lo, n, axis=0), np.repeat(hi, n, axis=0)
-        else:
-            lo, hi, _ = sample_boxes(sizes, lam, self.rng)
+        lo, hi, _ = sample_boxes(sizes, lam, self.rng)
         lo, hi = np.where(on[:, None], lo, 0), np.where(on[:, None], hi, 0)
         if self.mode == "pair":
             mirror = np.arange(n)[::-1]
@@ -214,21 +212,42 @@ class CutMix(_Mixer):
         lam_c = 1.0 - np.prod(hi - lo, axis=1) / float(math.prod(sizes))
         lam_used = lam_c if self.correct_lam else np.where(on, lam, 1.0)
         self.last_lam, self.last_boxes = lam_used, (lo, hi)
-        if self.mode == "batch":  # copy only the box of the partner, not a flipped batch
-            out = x if self.inplace else x.clone()
-            index = [slice(None)] * x.dim()
-            for d, a, b in zip(dims, lo[0], hi[0]):
-                index[d] = slice(int(a), int(b))
-            out[tuple(index)] = x[tuple(index)].flip(0)
-        else:
-            partner = x.flip(0)
-            mask = boxes_to_mask(lo, hi, sizes, x.device)  # (N, *sizes)
-            # Put the box axes where they are in x; other axes broadcast.
-            shape = [n] + [1] * (x.dim() - 1)
-            for d, s in zip(dims, sizes):
-                shape[d] = s
-            out = torch.where(mask.view(shape), partner, x)
+        partner = x.flip(0)
+        mask = boxes_to_mask(lo, hi, sizes, x.device)  # (N, *sizes)
+        # Put the box axes where they are in x; other axes broadcast.
+        shape = [n] + [1] * (x.dim() - 1)
+        for d, s in zip(dims, sizes):
+            shape[d] = s
+        out = torch.where(mask.view(shape), partner, x)
         return out, mix_targets(y, torch.as_tensor(lam_used, dtype=torch.float32), self.num_classes)
+
+    def _batch_call(self, x: Tensor, y: Tensor, dims: tuple[int, ...], sizes: list[int]) -> tuple[Tensor, Tensor]:
+        """Batch mode: one box for the whole batch, drawn with Python scalars (the same random numbers as
+        `sample_boxes`: one Beta, one uniform for `prob`, one uniform per box axis). Inside a training step
+        every NumPy call runs with cold caches, so scalar code keeps the mixer's share of the step small."""
+        n = x.shape[0]
+        lam = float(self.rng.beta(self.alpha, self.alpha))
+        on = self.rng.random() < self.prob
+        ratio = min(max(1.0 - lam, 0.0), 1.0) ** (1.0 / len(sizes))
+        centres = self.rng.random(len(sizes))
+        lo, hi = [], []
+        for size, u in zip(sizes, centres.tolist()):
+            half = math.floor(ratio * size) // 2
+            c = math.floor(u * size)
+            lo.append(min(max(c - half, 0), size) if on else 0)
+            hi.append(min(max(c + half, 0), size) if on else 0)
+        lam_c = 1.0 - math.prod(b - a for a, b in zip(lo, hi)) / math.prod(sizes)
+        lam_used = lam_c if self.correct_lam else (lam if on else 1.0)
+        self.last_lam = np.full(n, lam_used)
+        self.last_boxes = (np.tile(np.array(lo, dtype=np.int64), (n, 1)), np.tile(np.array(hi, dtype=np.int64), (n, 1)))
+        out = x if self.inplace else x.clone()
+        if lam_c < 1.0:  # copy only the box of the partner, not a flipped batch
+            index = [slice(None)] * x.dim()
+            for d, a, b in zip(dims, lo, hi):
+                index[d] = slice(a, b)
+            out[tuple(index)] = x[tuple(index)].flip(0)
+        soft = to_soft(y, self.num_classes)
+        return out, soft * lam_used + soft.flip(0) * (1.0 - lam_used)
 
 
 class MixupOrCutMix:
