@@ -51,6 +51,41 @@ def test_train_eval_predict_on_an_image_folder(tmp_path, capsys):
     assert "circle" in out and "square" in out
 
 
+def test_train_eval_predict_a_video_model(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from cuekit.data.preprocess import load_clip_tensor
+    from cuekit.models.registry import model_from_checkpoint
+
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "--model", "video_cnn_small", "--data", "moving-shapes", "--frames", "4",
+                            "--img-size", "16", "--train-size", "32", "--val-size", "16", "--epochs", "1",
+                            "--batch-size", "16", "--reg", "videomix-st", "--out", run, "--no-progress"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["eval", "--ckpt", run / "model.safetensors", "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["n"] == 16
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(frames / f"frame_{i}.png")
+    code, out, err = run_cli(["predict", "--ckpt", run / "model.safetensors", frames, "--topk", "3",
+                              "--out", tmp_path / "pr"], capsys)
+    assert code == 0, err
+    top = json.loads((tmp_path / "pr" / "results.json").read_text())["predictions"][0]["top"]
+    model, meta = model_from_checkpoint(run / "model.safetensors")
+    x = load_clip_tensor(frames, meta)
+    assert x.shape == (1, 3, 4, 16, 16)
+    with torch.no_grad():
+        probs = model.eval()(x).softmax(-1)[0]
+    assert [t["index"] for t in top] == probs.topk(3).indices.tolist()
+    img = tmp_path / "still.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
+    code, _, err = run_cli(["predict", "--ckpt", run / "model.safetensors", img], capsys)
+    assert code == 2 and "video model" in err
+
+
 def test_resume_continues_a_run(tmp_path, capsys):
     data = write_image_folder(tmp_path / "imgs", per_class=8)
     common = ["train", "--model", "resnet8", "--data", f"folder:{data}", "--img-size", "16",

@@ -25,3 +25,22 @@ def load_image_tensor(path: str | Path, metadata: dict) -> Tensor:
     except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     return tf(img)[None]
+
+
+def load_clip_tensor(path: str | Path, metadata: dict) -> Tensor:
+    """A video file or a folder of frames as a video model's input (1, C, T, H, W): the centre clip of
+    `frames` frames (stride 2, less for a short video), centre crop, normalised as the checkpoint's metadata says."""
+    from cuekit.data.video_folders import DEFAULT_STRIDE, RESIZE_RATIO, VIDEO_EXTENSIONS, VideoClipDataset
+    from cuekit.errors import UsageError
+
+    p = Path(path)
+    if not p.is_dir() and p.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise UsageError(f"{path}: this checkpoint is a video model; give video files "
+                         f"({' '.join(VIDEO_EXTENSIONS)}) or folders of frame images")
+    chans = int(metadata.get("in_chans", 3))
+    clips = VideoClipDataset([(str(p), 0)], frames=int(metadata["frames"]), stride=DEFAULT_STRIDE,
+                             img_size=int(metadata.get("img_size") or 112), train=False,
+                             mean=list(metadata.get("mean") or [0.0] * chans)[:chans],
+                             std=list(metadata.get("std") or [1.0] * chans)[:chans],
+                             resize_ratio=float(metadata.get("resize_ratio") or RESIZE_RATIO))
+    return clips[0][0].unsqueeze(0)

@@ -81,11 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", default=None, help="folder for results.json (default: print only)")
     e.set_defaults(func=_eval)
 
-    r = sub.add_parser("predict", help="top-k predictions for image files",
-                       description="Classify image files with a checkpoint; prints the top-k class names.",
+    r = sub.add_parser("predict", help="top-k predictions for image (or video) files",
+                       description="Classify image files with a checkpoint; prints the top-k class names. A video "
+                       "model's checkpoint takes video files or folders of frame images (its centre clip).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("--ckpt", required=True, help="model.safetensors written by `cuekit train`")
-    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("images", nargs="+", metavar="INPUT", help="image files; for a video model, videos or frame folders")
     r.add_argument("--topk", type=int, default=5)
     r.add_argument("--device", default="auto")
     r.add_argument("--out", default=None, help="folder for results.json")
@@ -152,16 +153,17 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import torch
 
-    from cuekit.data.preprocess import load_image_tensor
+    from cuekit.data.preprocess import load_clip_tensor, load_image_tensor
     from cuekit.io import format_table, write_results
 
     model, meta, dev = _load(args.ckpt, args.device)
+    load_input = load_clip_tensor if meta.get("frames") else load_image_tensor  # a video model takes clips
     names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     k = max(1, min(args.topk, meta["num_classes"]))
     rows, results = [], []
     for path in args.images:
         with torch.no_grad():
-            probs = model(load_image_tensor(path, meta).to(dev)).softmax(-1)[0].cpu()
+            probs = model(load_input(path, meta).to(dev)).softmax(-1)[0].cpu()
         p, idx = probs.topk(k)
         preds = [{"class": names[i], "index": int(i), "prob": float(q)} for q, i in zip(p, idx)]
         results.append({"image": str(path), "top": preds})
