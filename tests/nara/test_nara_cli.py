@@ -70,4 +70,4 @@ def test_reproduce_section_contract(tmp_path):
     assert res["area"] == "nara" and res["verdict"] in VERDICTS and len(res["effects"]) == 3
     assert (tmp_path / "speed_quality.png").is_file()
     domains = {row[0] for row in res["table"]["rows"]}
-    assert domains == {"text", "image"}
+    assert domains == {"text", "text-chain", "image"}

@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     def common(sp: argparse.ArgumentParser, ckpt: bool = True) -> None:
         sp.add_argument("--domain", default="text", choices=["text", "image"],
                         help="domain trained on the fly when no --ckpt is given")
+        sp.add_argument("--prior", default=None, choices=["hidden-chain", "hidden", "window"],
+                        help="prior predictor to train (default: the fastest measured for the domain: hidden-chain "
+                        "for text, window for image). hidden: Medusa-style heads on the mother's last hidden state, "
+                        "independent given the past (the paper's i.i.d. prior); hidden-chain: the same heads plus a "
+                        "table on the previously proposed token (proposals depend on each other); window: an MLP on "
+                        "the last tokens")
         if ckpt:
             sp.add_argument("--ckpt", default=None,
                             help="folder written by `cuekit nara train` (default: train a quick domain first)")
@@ -27,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     tr = g.add_parser("train", help="train a mother model with its prior and confidence predictors",
                       description="Train the domain's mother AR model, then the prior predictor (K future tokens "
-                      "from the last tokens, each independently) and the confidence predictor (does the mother's own "
-                      "sample equal the proposal?), and write OUT/{mother,prior,confidence}.safetensors, "
-                      "OUT/domain.json and OUT/results.json.",
+                      "at once, see --prior) and the confidence predictor (does the mother's own sample equal the "
+                      "proposal?), and write OUT/{mother,prior,confidence}.safetensors, OUT/domain.json (which "
+                      "records the prior) and OUT/results.json.",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common(tr, ckpt=False)
     tr.add_argument("--out", default="runs/nara", help="folder to write")
@@ -48,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sa.add_argument("--tau", type=float, default=0.9, help="confidence threshold of the approximate mode")
     sa.add_argument("--num", type=int, default=4, help="samples to draw")
     sa.add_argument("--length", type=int, default=None, help="tokens per sample (default: the domain's)")
-    sa.add_argument("--horizon", type=int, default=None, help="K proposals per round (default: the prior's)")
+    sa.add_argument("--horizon", type=int, default=None, help="K tokens per round (default: the domain's)")
     sa.add_argument("--out", default="runs/nara-sample", help="folder for results.json and samples.png")
     sa.set_defaults(func=_sample)
 
@@ -62,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     be.add_argument("--taus", default="0.9,0.7,0.5,0.3", help="comma-separated confidence thresholds")
     be.add_argument("--samples", type=int, default=6, help="sequences per method")
     be.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
-    be.add_argument("--horizon", type=int, default=None, help="K proposals per round (default: the prior's)")
+    be.add_argument("--horizon", type=int, default=None, help="K tokens per round (default: the domain's)")
     be.add_argument("--out", default="runs/nara-bench", help="folder for results.json and speed_quality.png")
     be.set_defaults(func=_bench)
 
@@ -73,23 +79,27 @@ def _domain(args):
     from cuekit.nara.domains import build_domain, load_domain
     if getattr(args, "ckpt", None):
         return load_domain(args.ckpt)
-    return build_domain(args.domain, quick=True, seed=args.seed, progress=not args.no_progress)
+    return build_domain(args.domain, quick=True, seed=args.seed, progress=not args.no_progress, prior=args.prior)
 
 
 def _train(args) -> int:
     from cuekit.io import write_results
-    from cuekit.nara.domains import build_domain, save_domain
+    from cuekit.nara.domains import DEFAULT_PRIOR, build_domain, save_domain
 
-    over = {k: v for k, v in (("mother_steps", args.mother_steps), ("prior_steps", args.prior_steps)) if v is not None}
-    domain = build_domain(args.domain, quick=not args.full, seed=args.seed, progress=not args.no_progress, **over)
+    kind = args.prior or DEFAULT_PRIOR[args.domain]
+    steps_key = "prior_steps" if kind == "window" else "hidden_prior_steps"
+    over = {k: v for k, v in (("mother_steps", args.mother_steps), (steps_key, args.prior_steps)) if v is not None}
+    domain = build_domain(args.domain, quick=not args.full, seed=args.seed, progress=not args.no_progress,
+                          prior=args.prior, **over)
     save_domain(domain, args.out)
     h = domain.history
-    rows = [["mother loss (first)", round(h["mother_loss_first"], 4)],
+    rows = [["prior", domain.prior_kind],
+            ["mother loss (first)", round(h["mother_loss_first"], 4)],
             ["mother loss (last 10)", round(h["mother_loss_last"], 4)],
             ["prior loss (last 10)", round(h["prior_loss_last"], 4)],
             ["confidence val acc", round(h["confidence"].get("val_acc", float("nan")), 4)]]
-    print(write_results(args.out, {"command": "nara train", "domain": domain.name, "settings": domain.settings,
-                                   "history": h}, ["quantity", "value"], rows))
+    print(write_results(args.out, {"command": "nara train", "domain": domain.name, "prior": domain.prior_kind,
+                                   "settings": domain.settings, "history": h}, ["quantity", "value"], rows))
     print(f"wrote {args.out}")
     return 0
 
@@ -132,8 +142,8 @@ def _sample(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = [["nara " + args.mode, calls / args.num, round(t_nara, 3), round(mean_nll(d.mother, nt), 4)],
             ["sequential", float(length), round(t_seq, 3), round(mean_nll(d.mother, st), 4)]]
-    res = {"command": "nara sample", "domain": d.name, "mode": args.mode, "tau": args.tau, "length": length,
-           "horizon": horizon, "samples": nt.tolist()}
+    res = {"command": "nara sample", "domain": d.name, "prior": d.prior_kind, "mode": args.mode, "tau": args.tau,
+           "length": length, "horizon": horizon, "samples": nt.tolist()}
     if d.name == "text":
         for i, row in enumerate(nt):
             print(f"--- sample {i} ---\n{decode_text(row)}")
@@ -179,7 +189,8 @@ def _bench(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_speed_quality({d.name: res}, out / "speed_quality.png")
-    print(write_results(out, {"command": "nara bench", "domain": d.name, **res}, TABLE_COLUMNS,
+    print(f"domain {d.name}, prior {d.prior_kind}, horizon {res['horizon']}")
+    print(write_results(out, {"command": "nara bench", "domain": d.name, "prior": d.prior_kind, **res}, TABLE_COLUMNS,
                         table_rows(res["rows"])))
     print(f"bigram TV between two independent sequential sets (noise floor): {res['noise_floor_tv']:.3f}")
     return 0

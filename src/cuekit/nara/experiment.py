@@ -15,11 +15,19 @@ def _best_qualifying(rows: list[dict]) -> dict:
     return max(ok, key=lambda r: r["speedup_wall"])
 
 
+# the domains whose effects decide the verdict: NARA as the paper describes it (independent proposals)
+PAPER_DOMAINS = ("text", "image")
+
+
 def run_experiment(config: ExperimentConfig) -> dict:
-    """Train both domains once (seed = first seed), then sweep tau per seed (sampling noise and timing vary)."""
+    """Train both domains once (seed = first seed), then sweep tau per seed (sampling noise and timing vary).
+
+    The text mother gets two priors: the paper's i.i.d. one (Medusa-style heads on its hidden state, which
+    decides the verdict with the image domain) and our chained heads (reported as "text-chain").
+    """
     import torch
 
-    from cuekit.nara.domains import build_domain
+    from cuekit.nara.domains import build_domain, with_prior
     from cuekit.nara.evaluate import plot_speed_quality, sweep
 
     torch.set_num_threads(1)
@@ -27,13 +35,14 @@ def run_experiment(config: ExperimentConfig) -> dict:
     seeds = list(config.seeds)
     overrides = {}
     if config.quick:
-        overrides = {"text": dict(corpus_bytes=100_000, mother_steps=120, prior_steps=200, conf_batches=6, length=48),
+        overrides = {"text": dict(corpus_bytes=100_000, mother_steps=120, conf_batches=6, length=48),
                      "image": dict(n_images=600, size=10, channels=24, layers=3, mother_steps=120, prior_steps=200,
                                    conf_batches=6)}
-    domains = {name: build_domain(name, quick=config.quick, seed=seeds[0], **overrides.get(name, {}))
-               for name in ("text", "image")}
+    text = build_domain("text", quick=config.quick, seed=seeds[0], prior="hidden", **overrides.get("text", {}))
+    domains = {"text": text, "text-chain": with_prior(text, "hidden-chain", seed=seeds[0]),
+               "image": build_domain("image", quick=config.quick, seed=seeds[0], **overrides.get("image", {}))}
     t_train = time.perf_counter() - t0
-    n_samples, repeats = (3, 1) if config.quick else (8, 3)
+    n_samples, repeats = (8, 3) if config.quick else (16, 5)
     per_seed: dict[str, list[dict]] = {name: [] for name in domains}
     for seed in seeds:
         for name, d in domains.items():
@@ -41,10 +50,11 @@ def run_experiment(config: ExperimentConfig) -> dict:
                                         speculative=True, mother_probability=False))
     effects, table_rows, details = [], [], {"train_time_s": t_train, "domains": {}}
     for i, seed in enumerate(seeds):
-        effects.append(min(math.log(_best_qualifying(per_seed[n][i]["rows"])["speedup_wall"]) for n in domains))
+        effects.append(min(math.log(_best_qualifying(per_seed[n][i]["rows"])["speedup_wall"]) for n in PAPER_DOMAINS))
     for name, d in domains.items():
         runs = per_seed[name]
-        details["domains"][name] = {"settings": d.settings, "history": d.history, "sweeps": runs}
+        details["domains"][name] = {"prior": d.prior_kind, "settings": d.settings, "history": d.history,
+                                    "sweeps": runs}
         for j, row in enumerate(runs[0]["rows"]):
             speed = mean_spread([r["rows"][j]["speedup_wall"] for r in runs])
             calls = mean_spread([r["rows"][j]["tokens_per_call"] for r in runs])
@@ -57,19 +67,20 @@ def run_experiment(config: ExperimentConfig) -> dict:
     v = verdict(effects, +1)
     best = {n: _best_qualifying(per_seed[n][0]["rows"]) for n in domains}
     measured = "; ".join(
-        f"{n}: best wall-clock speed-up with NLL within 5% = {b['speedup_wall']:.2f}x ({b['method']}"
-        f"{'' if b['tau'] is None else ', tau ' + str(b['tau'])}), {b['tokens_per_call']:.2f} tokens per mother call"
-        for n, b in best.items())
-    scale = ("quick: smoke scale (tiny mothers trained ~120 steps, 3 samples per method, 1 timing repeat, "
-             "models trained once with the first seed; seeds vary sampling noise and timing)"
+        f"{n} ({domains[n].prior_kind} prior): best wall-clock speed-up with NLL within 5% = {b['speedup_wall']:.2f}x "
+        f"({b['method']}{'' if b['tau'] is None else ', tau ' + str(b['tau'])}), {b['tokens_per_call']:.2f} tokens "
+        "per mother call" for n, b in best.items())
+    scale = ("quick: smoke scale (tiny mothers trained ~120 steps, 8 samples per method, median of 3 timing "
+             "repeats, models trained once with the first seed; seeds vary sampling noise and timing)"
              if config.quick else "full scale")
     return make_result(
         area="nara", title="NARA: confidence-guided approximation of autoregressive sampling (arXiv 1910.06705)",
         claim="A prior predictor with a confidence gate and one parallel mother pass per round samples faster than "
               "sequential AR sampling while preserving sample quality (sequences and images).",
-        measured=f"{measured}. Effect per seed: the smaller over the two domains of log(best speed-up among "
-                 f"NARA's modes, exact and "
-                 f"confidence-gated, with NLL within 5%), since the claim covers both domains. {scale}.",
+        measured=f"{measured}. Effect per seed: the smaller over the two domains (text with the paper's i.i.d. "
+                 f"prior, image) of log(best speed-up among NARA's modes, exact and confidence-gated, with NLL "
+                 f"within 5%), since the claim covers both domains; text-chain (proposals depend on earlier "
+                 f"proposals, ours) is reported, not judged. {scale}.",
         verdict=v, effects=effects, expected_sign=+1,
         table={"columns": ["domain", "method", "tau", "tokens / call", "speed-up (wall)", "NLL vs sequential"],
                "rows": table_rows},

@@ -6,8 +6,13 @@ that returns the conditional distribution of the next k positions (position j co
 true past plus drafts[:j]), and `commit(state, tokens)` keeps the first tokens and drops the rest
 (a KV cache is truncated, a canvas is written). Sequential sampling is `verify` with no drafts.
 
+A mother that also offers `last_hidden(state)` (its final hidden state at the position that predicted
+the last known token) and `prefix_states(prefix)` (the same for a batch of prefixes, for training) can be
+driven by the Medusa-style `HiddenStatePrior`.
+
 Three mothers are provided:
-- `TransformerMother`: a small causal transformer language model with a KV cache (text);
+- `TransformerMother`: a small causal transformer language model with a preallocated KV cache (text);
+  it exposes its hidden state;
 - `PixelCNNMother`: a small PixelCNN (masked convolutions) over binary images in raster order;
 - `MarkovMother`: an order-2 Markov chain with closed-form probabilities (a reference for tests).
 """
@@ -42,6 +47,10 @@ class MotherModel:
         """How many tokens have been generated in `state` (the index of the next position)."""
         raise NotImplementedError
 
+    def last_token(self, state: object) -> Tensor:
+        """The last known token: (1,) long (BOS for a text mother at the start)."""
+        return self.context(state)[-1:]
+
     def verify(self, state: object, drafts: Tensor) -> Tensor:
         """One parallel pass: drafts (k-1,) long -> logits (k, V) of the next k positions."""
         raise NotImplementedError
@@ -64,37 +73,58 @@ class MotherModel:
 
 # ----------------------------------------------------------------------------- transformer
 class _Block(nn.Module):
-    """Pre-norm transformer block whose attention can extend a key/value cache."""
+    """Pre-norm transformer block whose attention can write to and read from a preallocated key/value cache.
+
+    The forward calls functional ops on the parameters directly (no submodule calls): at the sizes used here
+    one decoding step is dominated by per-call overhead, and sequential and NARA sampling share this code.
+    """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: int = 4):
         super().__init__()
         self.heads = heads
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"),
+                                 nn.Linear(mlp_ratio * dim, dim))
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, mask: Tensor | None
-                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """x (B, T, D); cache: keys, values (B, H, L, D/H) of earlier positions."""
+    def forward(self, x: Tensor, cache: Tensor | None = None, start: int = 0, mask: Tensor | None = None) -> Tensor:
+        """x (B, T, D) at positions start..start+T-1 -> (B, T, D).
+
+        cache: key/value buffer (2, B, H, L, D/H); this call writes positions start..start+T-1 and attends to
+        0..start+T-1 with mask (T, start+T) float, additive (None: T == 1). Without a cache: causal attention.
+        """
         b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-        if mask is None:
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=(cache is None and t > 1))
+        ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b = self.weights()
+        h = F.layer_norm(x, (d,), ln1_w, ln1_b, 1e-5)
+        qkv = F.linear(h, qkv_w, qkv_b).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if cache is None:
+            a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=t > 1)
         else:
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        x = x + self.proj(a.transpose(1, 2).reshape(b, t, d))
-        x = x + self.mlp(self.ln2(x))
-        return x, (k, v)
+            end = start + t
+            cache[:, :, :, start:end] = qkv[1:]
+            a = F.scaled_dot_product_attention(qkv[0], cache[0, :, :, :end], cache[1, :, :, :end], attn_mask=mask)
+        x = x + F.linear(a.transpose(1, 2).reshape(b, t, d), proj_w, proj_b)
+        h = F.gelu(F.linear(F.layer_norm(x, (d,), ln2_w, ln2_b, 1e-5), fc1_w, fc1_b), approximate="tanh")
+        return x + F.linear(h, fc2_w, fc2_b)
+
+    def weights(self) -> tuple[Tensor, ...]:
+        """The block's parameters in forward order, gathered once (the parameter objects never change:
+        loading a state dict or moving the module copies into them)."""
+        cached = self.__dict__.get("_weights")
+        if cached is None:
+            fc1, fc2 = self.mlp[0], self.mlp[2]
+            cached = (self.ln1.weight, self.ln1.bias, self.qkv.weight, self.qkv.bias, self.proj.weight,
+                      self.proj.bias, self.ln2.weight, self.ln2.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+            self.__dict__["_weights"] = cached
+        return cached
 
 
 class CausalTransformerLM(nn.Module):
-    """A small GPT-style causal language model; forward extends an optional KV cache."""
+    """A small GPT-style causal language model; decoding writes a preallocated KV cache (`new_cache`)."""
 
     def __init__(self, vocab_size: int = 128, dim: int = 128, depth: int = 4, heads: int = 4, max_len: int = 512):
         super().__init__()
-        self.vocab_size, self.max_len = vocab_size, max_len
+        self.vocab_size, self.max_len, self.dim = vocab_size, max_len, dim
         self.config = dict(vocab_size=vocab_size, dim=dim, depth=depth, heads=heads, max_len=max_len)
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = nn.Parameter(torch.zeros(max_len, dim))
@@ -102,30 +132,46 @@ class CausalTransformerLM(nn.Module):
         self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
         self.ln_f = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
+        # causal[i, j] = 0 where position i may attend to position j, else -inf (an additive attention mask;
+        # a view of it masks a block decoded after a cache)
+        causal = torch.full((max_len, max_len), float("-inf")).triu(1)
+        self.register_buffer("causal", causal, persistent=False)
 
-    def forward(self, tokens: Tensor, cache: list | None = None, start: int = 0) -> tuple[Tensor, list]:
-        """tokens (B, T) long at positions start..start+T-1 -> logits (B, T, V), cache (one (k, v) per block)."""
+    def new_cache(self, batch: int = 1) -> list[Tensor]:
+        """Empty key/value buffers for `batch` sequences: one (2, B, H, max_len, D/H) per block."""
+        heads = self.blocks[0].heads
+        return [torch.empty(2, batch, heads, self.max_len, self.dim // heads, dtype=self.pos_emb.dtype)
+                for _ in self.blocks]
+
+    def hidden_states(self, tokens: Tensor, cache: list | None = None, start: int = 0) -> Tensor:
+        """tokens (B, T) long at positions start..start+T-1 -> final layer-normed states (B, T, D).
+
+        With a cache (from `new_cache`, positions < start already written) the call extends it in place.
+        """
         t = tokens.shape[1]
-        if start + t > self.max_len:
-            raise ValueError(f"sequence of {start + t} tokens exceeds max_len {self.max_len}")
-        x = self.tok_emb(tokens) + self.pos_emb[start:start + t]
-        mask = None
-        if cache is not None and t > 1:
-            keys = torch.arange(start + t, device=tokens.device)
-            mask = keys[None, :] <= (start + torch.arange(t, device=tokens.device))[:, None]
-        new_cache = []
+        end = start + t
+        if end > self.max_len:
+            raise ValueError(f"sequence of {end} tokens exceeds max_len {self.max_len}")
+        x = F.embedding(tokens, self.tok_emb.weight) + self.pos_emb[start:end]
+        mask = None if cache is None or t == 1 else self.causal[start:end, :end]
         for i, blk in enumerate(self.blocks):
-            x, kv = blk(x, None if cache is None else cache[i], mask)
-            new_cache.append(kv)
-        return self.head(self.ln_f(x)), new_cache
+            x = blk(x, None if cache is None else cache[i], start, mask)
+        return F.layer_norm(x, (self.dim,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+
+    def forward(self, tokens: Tensor, cache: list | None = None, start: int = 0) -> tuple[Tensor, Tensor]:
+        """tokens (B, T) long at positions start..start+T-1 -> logits (B, T, V), final states (B, T, D)."""
+        hidden = self.hidden_states(tokens, cache, start)
+        return F.linear(hidden, self.head.weight, self.head.bias), hidden
 
 
 @dataclass
 class _LMState:
     tokens: Tensor            # (max_len + 1,) long buffer: BOS then generated tokens
+    cache: list               # preallocated KV buffers; entries [0, fed) hold tokens[:fed]
     length: int = 1           # valid entries in `tokens` (BOS included)
-    cache: list | None = None  # KV cache of tokens[:fed]
-    fed: int = 0              # entries in the cache (= length - 1 after a commit)
+    fed: int = 0              # valid cache entries (= length - 1 after a commit)
+    hidden: Tensor | None = None  # final states (k, D) of the last verify pass
+    hidden_row: int = 0       # the row of `hidden` that predicted the last known token
 
 
 class TransformerMother(MotherModel):
@@ -135,12 +181,13 @@ class TransformerMother(MotherModel):
         super().__init__()
         self.model = model.eval()
         self.vocab_size, self.max_len, self.bos = model.vocab_size, model.max_len - 1, bos
+        self.hidden_size = model.dim
 
     def start(self) -> _LMState:
         """A state holding only the BOS token (nothing cached yet)."""
         buf = torch.empty(self.model.max_len + 1, dtype=torch.long)
         buf[0] = self.bos
-        return _LMState(tokens=buf)
+        return _LMState(tokens=buf, cache=self.model.new_cache(1))
 
     def context(self, state: _LMState) -> Tensor:
         """BOS and the generated tokens: (t + 1,) long."""
@@ -150,21 +197,41 @@ class TransformerMother(MotherModel):
         """Generated tokens so far."""
         return state.length - 1
 
+    def last_token(self, state: _LMState) -> Tensor:
+        """The last known token: (1,) long."""
+        return state.tokens[state.length - 1:state.length]
+
+    def last_hidden(self, state: _LMState) -> Tensor | None:
+        """The mother's final state (D,) that predicted the last known token (None before the first pass).
+
+        Together with that token it summarises the whole past: what a Medusa-style prior reads.
+        """
+        return None if state.hidden is None else state.hidden[state.hidden_row]
+
+    @torch.inference_mode()
+    def prefix_states(self, prefix: Tensor) -> Tensor:
+        """What `last_hidden` would give after each prefix (B, t >= 1) starting with BOS: (B, D), zeros if t == 1."""
+        if prefix.shape[1] == 1:
+            return torch.zeros(prefix.shape[0], self.hidden_size)
+        return self.model(prefix[:, :-1])[1][:, -1]
+
     @torch.inference_mode()
     def verify(self, state: _LMState, drafts: Tensor) -> Tensor:
         """Feed the last known token and drafts (k-1,) after the cache -> logits (k, V)."""
         self.calls += 1
-        inp = torch.cat([state.tokens[state.length - 1:state.length], drafts.view(-1)])[None]
-        logits, state.cache = self.model(inp, state.cache, start=state.fed)
+        last = state.tokens[state.length - 1:state.length]
+        inp = (last if drafts.numel() == 0 else torch.cat([last, drafts.view(-1)])).view(1, -1)
+        logits, hidden = self.model(inp, state.cache, start=state.fed)
+        state.hidden = hidden[0]
         return logits[0]
 
     def commit(self, state: _LMState, tokens: Tensor) -> None:
-        """Keep n new tokens: the cache keeps the first n fed entries."""
-        n = int(tokens.numel())
+        """Keep n new tokens: the first n fed entries of the cache stay valid (later ones get overwritten)."""
+        n = tokens.shape[0]
         state.tokens[state.length:state.length + n] = tokens
         state.length += n
         state.fed += n
-        state.cache = [(k[:, :, :state.fed], v[:, :, :state.fed]) for k, v in state.cache]
+        state.hidden_row = n - 1
 
     @torch.inference_mode()
     def block_logits(self, prefix: Tensor, drafts: Tensor) -> Tensor:

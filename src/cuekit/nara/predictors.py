@@ -2,9 +2,12 @@
 and the confidence predictor (a score in [0, 1] per proposed token, from the mother's parallel pass)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cuekit.errors import UsageError
 
 NUM_CONFIDENCE_FEATURES = 6
 
@@ -44,6 +47,134 @@ class PriorPredictor(nn.Module):
         """Logits of the next k <= horizon tokens given the known tokens context (t,): (k, V)."""
         pos = torch.tensor([position]) if self.pos is not None else None
         return self(self.make_window(context)[None], pos)[0, :k]
+
+
+class HiddenStatePrior(nn.Module):
+    """Medusa-style prior: proposes the next K tokens from the mother's own final hidden state.
+
+    Reads h (the mother's final state that predicted the last known token x_t; it summarises x_<t) and x_t,
+    and returns K next-token distributions for x_{t+1..t+K} in one cheap pass: a shared trunk
+    z = GELU(W h + E[x_t]) (plus `depth` residual GELU layers), then one linear head per future offset
+    (stacked into one matrix). The mother is frozen; the state comes for free from the previous verify pass
+    (`TransformerMother.last_hidden`).
+
+    chain=False: the heads are independent given the past (NARA's i.i.d. prior, Medusa).
+    chain=True: head j also adds a learned table row C_j[y_{j-1}] for the token proposed just before it
+    (y_0 = x_t), so drafting walks the K heads one after the other (cheap table look-ups, Hydra-style
+    sequentially dependent heads). Not NARA's i.i.d. prior: proposals depend on earlier proposals.
+    """
+
+    reads_mother_state = True
+
+    def __init__(self, model_dim: int, vocab_size: int, horizon: int = 8, hidden: int = 128, depth: int = 0,
+                 chain: bool = False):
+        super().__init__()
+        self.vocab_size, self.horizon, self.model_dim = vocab_size, horizon, model_dim
+        self.config = dict(model_dim=model_dim, vocab_size=vocab_size, horizon=horizon, hidden=hidden, depth=depth,
+                           chain=chain)
+        self.inp = nn.Linear(model_dim, hidden, bias=False)  # the token embedding acts as its bias
+        self.tok = nn.Embedding(vocab_size, hidden)
+        self.mid = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
+        self.out = nn.Linear(hidden, horizon * vocab_size)
+        self.chain = nn.Parameter(torch.zeros(horizon, vocab_size, vocab_size)) if chain else None
+
+    def forward(self, states: Tensor, last: Tensor, previous: Tensor | None = None) -> Tensor:
+        """states (B, D) (zeros where no pass has run yet), last (B,) long -> logits (B, horizon, V).
+
+        previous (B, horizon) long: for a chained prior, the token before each predicted one (previous[:, 0] is
+        last; training feeds the true tokens, which is what drafting sees whenever all earlier drafts were kept).
+        """
+        logits = self._heads(states, last)
+        if self.chain is not None:
+            if previous is None:
+                raise ValueError("a chained HiddenStatePrior needs the previous tokens")
+            logits = logits + self.chain[torch.arange(self.horizon), previous]
+        return logits
+
+    def _heads(self, states: Tensor, last: Tensor) -> Tensor:
+        """The heads without the chain tables: (B, D), (B,) -> (B, horizon, V)."""
+        z = F.gelu(F.linear(states, self.inp.weight) + F.embedding(last, self.tok.weight), approximate="tanh")
+        for layer in self.mid:
+            z = z + F.gelu(F.linear(z, layer.weight, layer.bias), approximate="tanh")
+        return F.linear(z, self.out.weight, self.out.bias).view(-1, self.horizon, self.vocab_size)
+
+    @torch.inference_mode()
+    def batch_draft(self, states: Tensor, last: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """Gumbel-max drafts for a batch: states (B, D), last (B,), noise (B, horizon, V) -> drafts (B, horizon)
+        long and the logits they were drawn from (B, horizon, V)."""
+        base = self._heads(states, last)
+        if self.chain is None:
+            return torch.argmax(base + noise, dim=-1), base
+        prev, drafts, logits = last, [], []
+        for j in range(self.horizon):
+            row = base[:, j] + self.chain[j, prev]
+            prev = torch.argmax(row + noise[:, j], dim=-1)
+            drafts.append(prev)
+            logits.append(row)
+        return torch.stack(drafts, 1), torch.stack(logits, 1)
+
+    def draft(self, state: Tensor | None, last: Tensor, k: int, noise: Tensor | None = None,
+              generator: torch.Generator | None = None, need_logits: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Proposals for the next k <= horizon tokens: drafts (k,) long and their logits (k, V) (None when not
+        needed). state (D,) or None (start), last (1,) long; noise (k, V): Gumbel-max drafts; None: sampled.
+
+        Computes only the k heads needed, with matrix-vector products (a round is overhead-bound). The
+        samplers call it under `torch.inference_mode()`, entered once per sequence; elsewhere it enters it.
+        """
+        if not torch.is_inference_mode_enabled():
+            with torch.inference_mode():
+                return self.draft(state, last, k, noise, generator, need_logits)
+        base = self._base_logits(state, last, k)
+        chain_np = self._weights()[5]
+        if chain_np is None:
+            if noise is not None:
+                return torch.argmax(base + noise, dim=-1), base
+            return torch.multinomial(base.softmax(-1), 1, generator=generator)[:, 0], base
+        prev = int(last)
+        if noise is not None:  # the walk runs in numpy: a few hundred nanoseconds per head
+            scores = (base + noise).numpy()
+            out = np.empty(k, dtype=np.int64)
+            for j in range(k):
+                prev = out[j] = (scores[j] + chain_np[j, prev]).argmax()
+            drafts = torch.from_numpy(out)
+            if not need_logits:
+                return drafts, None
+        else:
+            picks = []
+            for j in range(k):
+                row = base[j] + self.chain[j, prev]
+                prev = int(torch.multinomial(row.softmax(-1), 1, generator=generator))
+                picks.append(prev)
+            drafts = torch.tensor(picks)
+        previous = torch.cat([last.view(1), drafts[:-1]])
+        return drafts, base + self.chain[torch.arange(k), previous]
+
+    def propose_from_state(self, state: Tensor | None, last: Tensor, k: int) -> Tensor:
+        """Logits (k, V) of the next k <= horizon tokens, each independently given the past (chain=False only)."""
+        if self.chain is not None:
+            raise UsageError("a chained prior's logits depend on its drafts: use draft()")
+        with torch.inference_mode():
+            return self._base_logits(state, last, k)
+
+    def _base_logits(self, state: Tensor | None, last: Tensor, k: int) -> Tensor:
+        """The heads without the chain tables: (k, V), by matrix-vector products."""
+        tok_w, inp_w, mid, out_w, out_b, _ = self._weights()
+        if state is None:
+            state = torch.zeros(self.model_dim)
+        z = F.gelu(torch.addmv(tok_w[int(last)], inp_w, state), approximate="tanh")
+        for w, b in mid:
+            z = z + F.gelu(torch.addmv(b, w, z), approximate="tanh")
+        rows = k * self.vocab_size
+        return torch.addmv(out_b[:rows], out_w[:rows], z).view(k, self.vocab_size)
+
+    def _weights(self) -> tuple:
+        """Parameters gathered once (the parameter objects never change; training updates them in place)."""
+        cached = self.__dict__.get("_cached_weights")
+        if cached is None:
+            cached = (self.tok.weight, self.inp.weight, [(m.weight, m.bias) for m in self.mid], self.out.weight,
+                      self.out.bias, None if self.chain is None else self.chain.detach().numpy())
+            self.__dict__["_cached_weights"] = cached
+        return cached
 
 
 class OraclePrior:

@@ -12,6 +12,10 @@ Modes of `nara_sample`:
 
 Every round commits at least one token, so a sequence of T tokens takes at most T mother calls (as many
 as sequential sampling) and the loop always ends.
+
+Both samplers enter `torch.inference_mode()` once per sequence and keep per-round bookkeeping to a few
+tensor ops and Python lists (a round of a small mother is overhead-bound); the sequential baseline runs
+the same mother code, KV cache on.
 """
 from __future__ import annotations
 
@@ -43,25 +47,52 @@ def gumbel_noise(length: int, vocab_size: int, generator: torch.Generator | None
 
 def sample_sequential(mother, length: int, noise: Tensor) -> SampleResult:
     """Plain AR sampling, one mother call per token: x_t = argmax(logits_t + noise_t); noise (length, V)."""
+    with torch.inference_mode():
+        res = _sample_sequential(mother, length, noise)
+    return SampleResult(res.tokens.clone(), res.calls, res.rounds, res.kept_proposals)
+
+
+def _sample_sequential(mother, length: int, noise: Tensor) -> SampleResult:
     state = mother.start()
     empty = torch.empty(0, dtype=torch.long)
     calls0 = mother.calls
-    out = torch.empty(length, dtype=torch.long)
+    pieces = []
     for t in range(length):
-        logits = mother.verify(state, empty)
-        x = torch.argmax(logits[0] + noise[t]).view(1)
+        x = torch.argmax(mother.verify(state, empty) + noise[t:t + 1], dim=-1)
         mother.commit(state, x)
-        out[t] = x
-    return SampleResult(out, mother.calls - calls0, length, 0)
+        pieces.append(x)
+    return SampleResult(torch.cat(pieces) if pieces else empty, mother.calls - calls0, length, 0)
+
+
+def _first_false(flags: list) -> int:
+    """Index of the first False in a list of bools (its length if none)."""
+    return flags.index(False) if False in flags else len(flags)
+
+
+def _matching_prefix(a: list, b: list) -> int:
+    """Length of the common prefix of two lists."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def nara_sample(mother, prior, length: int, horizon: int, mode: str = "exact", noise: Tensor | None = None,
                 tau: float = 0.9, confidence=None, generator: torch.Generator | None = None) -> SampleResult:
     """Sample `length` tokens with the NARA loop (see the module docstring for the modes).
 
-    prior: has `propose(context (t,), position, k) -> logits (k, V)`; confidence: has
+    prior: has `propose(context (t,), position, k) -> logits (k, V)` (proposals independent given the past),
+    or, when its `reads_mother_state` is true (`HiddenStatePrior`), `draft(state (D,) | None, last (1,) long,
+    k, noise, generator, need_logits) -> (drafts (k,), logits (k, V))` fed by the mother's `last_hidden(state)`
+    and `last_token(state)`; confidence: has
     `score(mother_logits (k, V), prior_logits (k, V), drafts (k,)) -> (k,)` (mode "approx" only);
     noise: (length, V) pre-drawn Gumbel noise (modes "exact" and "approx"; drawn from `generator` if None).
+
+    A round of horizon k feeds the last known token and k-1 proposals to the mother, which returns the
+    distributions of k positions. In "exact" mode the prior proposes only those k-1 tokens: the k-th
+    committed token is always the mother's own sample at the last verified position.
     """
     if mode not in MODES:
         raise UnknownChoiceError("NARA mode", mode, MODES)
@@ -71,47 +102,115 @@ def nara_sample(mother, prior, length: int, horizon: int, mode: str = "exact", n
         raise UsageError(f"length {length} exceeds the mother model's maximum {mother.max_len}")
     if mode == "approx" and confidence is None:
         raise UsageError("mode 'approx' needs a confidence predictor")
-    v = mother.vocab_size
+    if horizon > getattr(prior, "horizon", horizon):
+        raise UsageError(f"horizon {horizon} exceeds the prior's {prior.horizon} heads")
+    draft = _drafter(mother, prior)
     if mode != "speculative" and noise is None:
-        noise = gumbel_noise(length, v, generator)
+        noise = gumbel_noise(length, mother.vocab_size, generator)
+    calls0 = mother.calls
+    with torch.inference_mode():
+        if mode == "exact":
+            tokens, rounds, kept = _exact_loop(mother, draft, length, horizon, noise)
+        elif mode == "approx":
+            tokens, rounds, kept = _approx_loop(mother, draft, length, horizon, noise, tau, confidence)
+        else:
+            tokens, rounds, kept = _speculative_loop(mother, draft, length, horizon, generator)
+    return SampleResult(tokens.clone(), mother.calls - calls0, rounds, kept)
+
+
+def _drafter(mother, prior):
+    """draft(state, t, m, noise (m, V) | None, generator, need_logits) -> (drafts (m,), prior logits (m, V))."""
+    if getattr(prior, "reads_mother_state", False):
+        if not hasattr(mother, "last_hidden"):
+            raise UsageError(f"this prior reads the mother's hidden state, which {type(mother).__name__} "
+                             "does not expose")
+
+        def draft(state, t: int, m: int, noise: Tensor | None, generator, need_logits: bool = True):
+            return prior.draft(mother.last_hidden(state), mother.last_token(state), m, noise, generator, need_logits)
+        return draft
+
+    def draft(state, t: int, m: int, noise: Tensor | None, generator, need_logits: bool = True):
+        logits = prior.propose(mother.context(state), t, m).float()
+        if noise is None:
+            return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0], logits
+        return torch.argmax(logits + noise, dim=-1), logits
+    return draft
+
+
+def _exact_loop(mother, draft, length: int, horizon: int, noise: Tensor) -> tuple[Tensor, int, int]:
+    """Keep the proposals that equal the mother's own samples under the noise; -> tokens, rounds, kept."""
     state = mother.start()
-    out = torch.empty(length, dtype=torch.long)
-    calls0, rounds, kept, t = mother.calls, 0, 0, 0
+    empty = torch.empty(0, dtype=torch.long)
+    pieces = []
+    rounds = kept = t = 0
     while t < length:
         k = min(horizon, length - t)
-        prior_logits = prior.propose(mother.context(state), t, k).float()
-        if mode == "speculative":
-            r = prior_logits.softmax(-1)
-            drafts = torch.multinomial(r, 1, generator=generator)[:, 0]
+        g = noise[t:t + k]
+        if k == 1:
+            new = torch.argmax(mother.verify(state, empty) + g, dim=-1)
         else:
-            g = noise[t:t + k]
-            drafts = torch.argmax(prior_logits + g, dim=-1)
-        logits = mother.verify(state, drafts[:k - 1]).float()
-        if mode == "speculative":
-            q = logits.softmax(-1)
-            idx = torch.arange(k)
-            ratio = q[idx, drafts] / r[idx, drafts].clamp_min(1e-30)
-            u = torch.rand(k, generator=generator)
-            reject = u >= ratio
-            n = int(torch.argmax(reject.int())) if bool(reject.any()) else k
-            if n < k:
-                residual = (q[n] - r[n]).clamp_min(0)
-                if float(residual.sum()) <= 0:  # q == r at this position: rejection has probability 0
-                    residual = q[n]
-                fix = torch.multinomial(residual / residual.sum(), 1, generator=generator)
-        else:
-            own = torch.argmax(logits + g, dim=-1)
-            keep = own == drafts
-            if mode == "approx":
-                keep = keep | (confidence.score(logits, prior_logits, drafts) >= tau)
-            bad = ~keep
-            n = int(torch.argmax(bad.int())) if bool(bad.any()) else k
-            if n < k:
-                fix = own[n:n + 1]
-        new = drafts[:n] if n == k else torch.cat([drafts[:n], fix])
+            drafts = draft(state, t, k - 1, g[:k - 1], None, False)[0]
+            own = torch.argmax(mother.verify(state, drafts) + g, dim=-1)
+            n = _matching_prefix(drafts.tolist(), own.tolist())
+            new = own if n == k - 1 else own[:n + 1]  # own[:n] equals the kept proposals
+            kept += n
         mother.commit(state, new)
-        out[t:t + new.numel()] = new
-        t += new.numel()
+        pieces.append(new)
+        t += new.shape[0]
+        rounds += 1
+    return torch.cat(pieces), rounds, kept
+
+
+def _approx_loop(mother, draft, length: int, horizon: int, noise: Tensor, tau: float, confidence
+                 ) -> tuple[Tensor, int, int]:
+    """Keep proposals the confidence predictor scores >= tau or that equal the mother's own samples."""
+    state = mother.start()
+    pieces = []
+    rounds = kept = t = 0
+    while t < length:
+        k = min(horizon, length - t)
+        g = noise[t:t + k]
+        drafts, prior_logits = draft(state, t, k, g, None)
+        logits = mother.verify(state, drafts[:k - 1])
+        own = torch.argmax(logits + g, dim=-1)
+        keep = (own == drafts) | (confidence.score(logits, prior_logits, drafts) >= tau)
+        n = _first_false(keep.tolist())
+        new = drafts if n == k else torch.where(keep, drafts, own)[:n + 1]
+        mother.commit(state, new)
+        pieces.append(new)
+        t += new.shape[0]
         kept += n
         rounds += 1
-    return SampleResult(out, mother.calls - calls0, rounds, kept)
+    return torch.cat(pieces), rounds, kept
+
+
+def _speculative_loop(mother, draft, length: int, horizon: int, generator: torch.Generator | None
+                      ) -> tuple[Tensor, int, int]:
+    """Speculative rule: keep a proposal with probability min(1, q/r), redraw the first rejection from
+    max(0, q - r); the output has the mother's distribution."""
+    state = mother.start()
+    pieces = []
+    rounds = kept = t = 0
+    while t < length:
+        k = min(horizon, length - t)
+        drafts, prior_logits = draft(state, t, k, None, generator)
+        r = prior_logits.float().softmax(-1)
+        q = mother.verify(state, drafts[:k - 1]).float().softmax(-1)
+        idx = torch.arange(k)
+        ratio = q[idx, drafts] / r[idx, drafts].clamp_min(1e-30)
+        u = torch.rand(k, generator=generator)
+        n = _first_false((u < ratio).tolist())
+        if n < k:
+            residual = (q[n] - r[n]).clamp_min(0)
+            if float(residual.sum()) <= 0:  # q == r at this position: rejection has probability 0
+                residual = q[n]
+            fix = torch.multinomial(residual / residual.sum(), 1, generator=generator)
+            new = torch.cat([drafts[:n], fix])
+        else:
+            new = drafts
+        mother.commit(state, new)
+        pieces.append(new)
+        t += new.shape[0]
+        kept += n
+        rounds += 1
+    return torch.cat(pieces), rounds, kept

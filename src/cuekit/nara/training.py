@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from cuekit.nara.data import text_windows
 from cuekit.nara.mother import CausalTransformerLM, MotherModel, PixelCNN
-from cuekit.nara.predictors import ConfidencePredictor, PriorPredictor, confidence_features
+from cuekit.nara.predictors import ConfidencePredictor, HiddenStatePrior, PriorPredictor, confidence_features
 from cuekit.nara.sampler import gumbel_noise
 
 
@@ -112,20 +112,138 @@ def train_prior(prior: PriorPredictor, seqs: Tensor, *, offset: int, steps: int 
 
 
 @torch.inference_mode()
-def confidence_dataset(mother: MotherModel, prior: PriorPredictor, seqs: Tensor, *, offset: int,
+def sample_text_mother(model: CausalTransformerLM, n: int, length: int, *, bos: int = 0, batch_size: int = 256,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """n samples of the mother (temperature 1, batched KV-cached decoding): (n, length + 1) long, BOS first."""
+    rows = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        cache = model.new_cache(b)
+        seq = torch.full((b, length + 1), bos, dtype=torch.long)
+        for t in range(length):
+            logits, _ = model(seq[:, t:t + 1], cache, start=t)
+            seq[:, t + 1] = torch.argmax(logits[:, 0] + gumbel_noise(b, model.vocab_size, generator), dim=-1)
+        rows.append(seq)
+    return torch.cat(rows)
+
+
+@torch.inference_mode()
+def mother_outputs(model: CausalTransformerLM, rows: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """Teacher-forced final states (N, L, D) float and next-token probabilities (N, L, V) of rows (N, L).
+
+    Output i (fed rows[:, :i+1]) predicts rows[:, i+1]. The probabilities are stored in bfloat16 (they are
+    soft training targets; this halves the memory of the largest tensor).
+    """
+    n, length = rows.shape
+    states = torch.empty(n, length, model.dim)
+    probs = torch.empty(n, length, model.vocab_size, dtype=torch.bfloat16)
+    for i in range(0, n, batch_size):
+        logits, hidden = model(rows[i:i + batch_size])
+        states[i:i + batch_size] = hidden
+        probs[i:i + batch_size] = logits.softmax(-1)
+    return states, probs
+
+
+def hidden_prior_examples(states: Tensor, probs: Tensor, rows: Tensor, horizon: int, r: Tensor, c: Tensor
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Training examples for `HiddenStatePrior` at rows r (n,) and cuts c (n,) long (0 <= c < L - 1).
+
+    states (N, L, D), probs (N, L, V), rows (N, L) from `mother_outputs`. At cut c the last known token is
+    rows[c] and the state is states[c - 1] (zeros at c = 0: only BOS known), as `last_hidden` gives when
+    sampling. Returns state (n, D), last (n,) long, soft targets (n, K, V): head j (0-based) gets the mother's
+    distribution of rows[c + j + 1] given rows[:c + j + 1]; the token before each target (n, K) long
+    (rows[c + j]); and a validity mask (n, K) bool (target inside the row).
+    """
+    length, dim = states.shape[1], states.shape[2]
+    state = torch.where((c > 0)[:, None], states[r, (c - 1).clamp_min(0)], torch.zeros(dim))
+    pos = c[:, None] + torch.arange(horizon)  # output index predicting rows[c + j + 1]
+    valid = pos < length - 1
+    target = probs[r[:, None], pos.clamp_max(length - 2)].float()
+    previous = rows[r[:, None], pos.clamp_max(length - 1)]
+    return state, rows[r, c], target, previous, valid
+
+
+def hidden_prior_batch(states: Tensor, probs: Tensor, rows: Tensor, horizon: int, n: int,
+                       generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """`hidden_prior_examples` at n random (row, cut) pairs."""
+    r = torch.randint(0, states.shape[0], (n,), generator=generator)
+    c = torch.randint(0, states.shape[1] - 1, (n,), generator=generator)
+    return hidden_prior_examples(states, probs, rows, horizon, r, c)
+
+
+def train_hidden_prior(prior: HiddenStatePrior, model: CausalTransformerLM, rows: Tensor, *, steps: int = 600,
+                       batch_size: int = 256, lr: float = 3e-3, seed: int = 0, progress: bool = False) -> list[float]:
+    """Distil the frozen mother into the Medusa-style prior: head j matches the mother's distribution of x_{t+j}.
+
+    rows (N, L) long, BOS first: ideally the mother's own samples (`sample_text_mother`), so that the soft
+    target of head j averages, over the mother's continuations, into its marginal of x_{t+j} given the past
+    (a chained prior also sees the true x_{t+j-1}: teacher forcing). Returns the loss (cross-entropy to the
+    soft targets, nats) per step.
+    """
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 3)
+    states, probs = mother_outputs(model, rows)
+    decay = [p for name, p in prior.named_parameters() if name != "chain"]
+    groups = [{"params": decay, "weight_decay": 0.01}]
+    if prior.chain is not None:  # a table of logits: no decay
+        groups.append({"params": [prior.chain], "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=lr)
+    losses = []
+    prior.train()
+    with _bar(steps, "prior (hidden state)", progress) as bar:
+        for step in range(steps):
+            for grp in opt.param_groups:
+                grp["lr"] = lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * (1 - step / steps))
+            state, last, target, previous, valid = hidden_prior_batch(states, probs, rows, prior.horizon,
+                                                                      batch_size, g)
+            logp = prior(state, last, previous if prior.chain is not None else None).log_softmax(-1)
+            loss = -((target * logp).sum(-1) * valid).sum() / valid.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+    prior.eval()
+    return losses
+
+
+@torch.inference_mode()
+def batch_prior_drafts(prior, mother: MotherModel, prefix: Tensor, offset: int, noise: Tensor
+                       ) -> tuple[Tensor, Tensor]:
+    """The prior's Gumbel-max proposals after each prefix (B, c) of known tokens, noise (B, K, V) ->
+    drafts (B, K) long and their logits (B, K, V).
+
+    A `HiddenStatePrior` reads the mother's state at the prefix (`TransformerMother.prefix_states`); a window
+    `PriorPredictor` reads the last `window` tokens and the position c - offset.
+    """
+    if getattr(prior, "reads_mother_state", False):
+        return prior.batch_draft(mother.prefix_states(prefix), prefix[:, -1], noise)
+    n, c = prefix.shape
+    ctx = prefix[:, max(0, c - prior.window):]
+    if ctx.shape[1] < prior.window:
+        ctx = torch.cat([torch.full((n, prior.window - ctx.shape[1]), prior.vocab_size, dtype=torch.long), ctx], 1)
+    logits = prior(ctx, torch.full((n,), c - offset, dtype=torch.long))
+    return torch.argmax(logits + noise, dim=-1), logits
+
+
+@torch.inference_mode()
+def confidence_dataset(mother: MotherModel, prior, seqs: Tensor, *, offset: int,
                        batches: int = 20, batch_size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Features (M, 6) and keep labels (M,) long: does the mother's own sample equal the prior's proposal?
 
-    Contexts are data rows cut at random places; proposals are prior samples (Gumbel-max), checked by one
-    batched teacher-forced mother pass; the label draws the mother's sample with fresh noise.
+    Contexts are rows of seqs (N, L) cut at random places; proposals are prior samples (Gumbel-max), checked by
+    one batched teacher-forced mother pass; the label draws the mother's sample with fresh noise.
+    prior: a window `PriorPredictor` or a `HiddenStatePrior`.
     """
     g = torch.Generator().manual_seed(seed + 2)
     feats, labels = [], []
+    k, v = prior.horizon, prior.vocab_size
     for _ in range(batches):
-        win, pos, _, c, rows = _prior_batch(prior, seqs, offset, batch_size, g)
-        prior_logits = prior(win, pos)
-        b, k, v = prior_logits.shape
-        drafts = torch.argmax(prior_logits + gumbel_noise(b * k, v, g).view(b, k, v), dim=-1)
+        c = int(torch.randint(offset, seqs.shape[1] - k + 1, (1,), generator=g))
+        rows = torch.randint(0, seqs.shape[0], (batch_size,), generator=g)
+        b = batch_size
+        drafts, prior_logits = batch_prior_drafts(prior, mother, seqs[rows, :c], offset,
+                                                  gumbel_noise(b * k, v, g).view(b, k, v))
         mother_logits = mother.block_logits(seqs[rows, :c], drafts[:, :k - 1]).float()
         own = torch.argmax(mother_logits + gumbel_noise(b * k, v, g).view(b, k, v), dim=-1)
         feats.append(confidence_features(mother_logits, prior_logits, drafts).reshape(-1, 6))
@@ -133,7 +251,7 @@ def confidence_dataset(mother: MotherModel, prior: PriorPredictor, seqs: Tensor,
     return torch.cat(feats), torch.cat(labels)
 
 
-def train_confidence(mother: MotherModel, prior: PriorPredictor, seqs: Tensor, *, offset: int,
+def train_confidence(mother: MotherModel, prior, seqs: Tensor, *, offset: int,
                      batches: int = 20, epochs: int = 4, seed: int = 0, progress: bool = False
                      ) -> tuple[ConfidencePredictor, dict]:
     """Train the confidence predictor with the shared engine; returns (predictor, final epoch metrics)."""
