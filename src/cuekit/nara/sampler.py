@@ -137,45 +137,14 @@ def _drafter(mother, prior):
     return draft
 
 
-def _exact_loop(mother, draft, length: int, horizon: int, noise: Tensor) -> tuple[Tensor, int, int]:
-    """Keep the proposals that equal the mother's own samples under the noise; -> tokens, rounds, kept."""
-    state = mother.start()
-    empty = torch.empty(0, dtype=torch.long)
-    pieces = []
-    rounds = kept = t = 0
-    while t < length:
-        k = min(horizon, length - t)
-        g = noise[t:t + k]
-        if k == 1:
-            new = torch.argmax(mother.verify(state, empty) + g, dim=-1)
-        else:
-            drafts = draft(state, t, k - 1, g[:k - 1], None, False)[0]
-            own = torch.argmax(mother.verify(state, drafts) + g, dim=-1)
-            n = _matching_prefix(drafts.tolist(), own.tolist())
-            new = own if n == k - 1 else own[:n + 1]  # own[:n] equals the kept proposals
-            kept += n
-        mother.commit(state, new)
-        pieces.append(new)
-        t += new.shape[0]
-        rounds += 1
-    return torch.cat(pieces), rounds, kept
-
-
-def _approx_loop(mother, draft, length: int, horizon: int, noise: Tensor, tau: float, confidence
-                 ) -> tuple[Tensor, int, int]:
-    """Keep proposals the confidence predictor scores >= tau or that equal the mother's own samples."""
+def _run_rounds(mother, length: int, horizon: int, round_fn) -> tuple[Tensor, int, int]:
+    """The loop shared by the modes: round_fn(state, t, k) -> (tokens to commit (>= 1,), proposals kept);
+    -> all tokens, rounds, proposals kept."""
     state = mother.start()
     pieces = []
     rounds = kept = t = 0
     while t < length:
-        k = min(horizon, length - t)
-        g = noise[t:t + k]
-        drafts, prior_logits = draft(state, t, k, g, None)
-        logits = mother.verify(state, drafts[:k - 1])
-        own = torch.argmax(logits + g, dim=-1)
-        keep = (own == drafts) | (confidence.score(logits, prior_logits, drafts) >= tau)
-        n = _first_false(keep.tolist())
-        new = drafts if n == k else torch.where(keep, drafts, own)[:n + 1]
+        new, n = round_fn(state, t, min(horizon, length - t))
         mother.commit(state, new)
         pieces.append(new)
         t += new.shape[0]
@@ -184,15 +153,42 @@ def _approx_loop(mother, draft, length: int, horizon: int, noise: Tensor, tau: f
     return torch.cat(pieces), rounds, kept
 
 
+def _exact_loop(mother, draft, length: int, horizon: int, noise: Tensor) -> tuple[Tensor, int, int]:
+    """Keep the proposals that equal the mother's own samples under the noise; -> tokens, rounds, kept."""
+    empty = torch.empty(0, dtype=torch.long)
+
+    def round_fn(state, t: int, k: int) -> tuple[Tensor, int]:
+        g = noise[t:t + k]
+        if k == 1:
+            return torch.argmax(mother.verify(state, empty) + g, dim=-1), 0
+        drafts = draft(state, t, k - 1, g[:k - 1], None, False)[0]
+        own = torch.argmax(mother.verify(state, drafts) + g, dim=-1)
+        n = _matching_prefix(drafts.tolist(), own.tolist())
+        return (own if n == k - 1 else own[:n + 1]), n  # own[:n] equals the kept proposals
+
+    return _run_rounds(mother, length, horizon, round_fn)
+
+
+def _approx_loop(mother, draft, length: int, horizon: int, noise: Tensor, tau: float, confidence
+                 ) -> tuple[Tensor, int, int]:
+    """Keep proposals the confidence predictor scores >= tau or that equal the mother's own samples."""
+    def round_fn(state, t: int, k: int) -> tuple[Tensor, int]:
+        g = noise[t:t + k]
+        drafts, prior_logits = draft(state, t, k, g, None)
+        logits = mother.verify(state, drafts[:k - 1])
+        own = torch.argmax(logits + g, dim=-1)
+        keep = (own == drafts) | (confidence.score(logits, prior_logits, drafts) >= tau)
+        n = _first_false(keep.tolist())
+        return (drafts if n == k else torch.where(keep, drafts, own)[:n + 1]), n
+
+    return _run_rounds(mother, length, horizon, round_fn)
+
+
 def _speculative_loop(mother, draft, length: int, horizon: int, generator: torch.Generator | None
                       ) -> tuple[Tensor, int, int]:
     """Speculative rule: keep a proposal with probability min(1, q/r), redraw the first rejection from
     max(0, q - r); the output has the mother's distribution."""
-    state = mother.start()
-    pieces = []
-    rounds = kept = t = 0
-    while t < length:
-        k = min(horizon, length - t)
+    def round_fn(state, t: int, k: int) -> tuple[Tensor, int]:
         drafts, prior_logits = draft(state, t, k, None, generator)
         r = prior_logits.float().softmax(-1)
         q = mother.verify(state, drafts[:k - 1]).float().softmax(-1)
@@ -200,17 +196,12 @@ def _speculative_loop(mother, draft, length: int, horizon: int, generator: torch
         ratio = q[idx, drafts] / r[idx, drafts].clamp_min(1e-30)
         u = torch.rand(k, generator=generator)
         n = _first_false((u < ratio).tolist())
-        if n < k:
-            residual = (q[n] - r[n]).clamp_min(0)
-            if float(residual.sum()) <= 0:  # q == r at this position: rejection has probability 0
-                residual = q[n]
-            fix = torch.multinomial(residual / residual.sum(), 1, generator=generator)
-            new = torch.cat([drafts[:n], fix])
-        else:
-            new = drafts
-        mother.commit(state, new)
-        pieces.append(new)
-        t += new.shape[0]
-        kept += n
-        rounds += 1
-    return torch.cat(pieces), rounds, kept
+        if n == k:
+            return drafts, n
+        residual = (q[n] - r[n]).clamp_min(0)
+        if float(residual.sum()) <= 0:  # q == r at this position: rejection has probability 0
+            residual = q[n]
+        fix = torch.multinomial(residual / residual.sum(), 1, generator=generator)
+        return torch.cat([drafts[:n], fix]), n
+
+    return _run_rounds(mother, length, horizon, round_fn)

@@ -22,6 +22,33 @@ def _bar(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False, dynamic_ncols=True)
 
 
+def _fit(module: nn.Module, opt: torch.optim.Optimizer, steps: int, batch_loss, *, desc: str, progress: bool,
+         warmup_decay: bool = False, clip_norm: float | None = None) -> list[float]:
+    """The AdamW loop the mothers and priors share: batch_loss(step) -> loss; -> the loss per step.
+
+    warmup_decay: the learning rate rises over 20 steps, then falls linearly to 10 % of its base value.
+    """
+    base = [grp["lr"] for grp in opt.param_groups]
+    losses = []
+    module.train()
+    with _bar(steps, desc, progress) as bar:
+        for step in range(steps):
+            if warmup_decay:
+                for grp, lr in zip(opt.param_groups, base):
+                    grp["lr"] = lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * (1 - step / steps))
+            loss = batch_loss(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip_norm is not None:
+                nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    module.eval()
+    return losses
+
+
 def train_text_mother(tokens: Tensor, *, dim: int = 64, depth: int = 2, heads: int = 4, seq_len: int = 64,
                       steps: int = 300, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
                       progress: bool = False) -> tuple[CausalTransformerLM, list[float]]:
@@ -30,23 +57,15 @@ def train_text_mother(tokens: Tensor, *, dim: int = 64, depth: int = 2, heads: i
     g = torch.Generator().manual_seed(seed)
     model = CausalTransformerLM(vocab_size=128, dim=dim, depth=depth, heads=heads, max_len=max(seq_len + 1, 256))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    losses = []
-    model.train()
-    with _bar(steps, "mother (text)", progress) as bar:
-        for step in range(steps):
-            for grp in opt.param_groups:
-                grp["lr"] = lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * (1 - step / steps))
-            rows = text_windows(tokens, seq_len, batch_size, g)
-            logits, _ = model(rows[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    return model.eval(), losses
+
+    def batch_loss(step: int) -> Tensor:
+        rows = text_windows(tokens, seq_len, batch_size, g)
+        logits, _ = model(rows[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
+
+    losses = _fit(model, opt, steps, batch_loss, desc="mother (text)", progress=progress, warmup_decay=True,
+                  clip_norm=1.0)
+    return model, losses
 
 
 def train_image_mother(images: Tensor, *, channels: int = 32, layers: int = 4, steps: int = 300,
@@ -57,19 +76,12 @@ def train_image_mother(images: Tensor, *, channels: int = 32, layers: int = 4, s
     g = torch.Generator().manual_seed(seed)
     model = PixelCNN(size=images.shape[-1], channels=channels, layers=layers)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    losses = []
-    model.train()
-    with _bar(steps, "mother (image)", progress) as bar:
-        for step in range(steps):
-            x = images[torch.randint(0, images.shape[0], (batch_size,), generator=g)]
-            logits = model(x[:, None].float())
-            loss = F.cross_entropy(logits, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            bar.update(1)
-    return model.eval(), losses
+
+    def batch_loss(step: int) -> Tensor:
+        x = images[torch.randint(0, images.shape[0], (batch_size,), generator=g)]
+        return F.cross_entropy(model(x[:, None].float()), x)
+
+    return model, _fit(model, opt, steps, batch_loss, desc="mother (image)", progress=progress)
 
 
 def _prior_batch(prior: PriorPredictor, seqs: Tensor, offset: int, n: int, generator: torch.Generator
@@ -95,20 +107,12 @@ def train_prior(prior: PriorPredictor, seqs: Tensor, *, offset: int, steps: int 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=0.01)
-    losses = []
-    prior.train()
-    with _bar(steps, "prior", progress) as bar:
-        for _ in range(steps):
-            win, pos, tgt, _, _ = _prior_batch(prior, seqs, offset, batch_size, g)
-            logits = prior(win, pos)
-            loss = F.cross_entropy(logits.reshape(-1, prior.vocab_size), tgt.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            bar.update(1)
-    prior.eval()
-    return losses
+
+    def batch_loss(step: int) -> Tensor:
+        win, pos, tgt, _, _ = _prior_batch(prior, seqs, offset, batch_size, g)
+        return F.cross_entropy(prior(win, pos).reshape(-1, prior.vocab_size), tgt.reshape(-1))
+
+    return _fit(prior, opt, steps, batch_loss, desc="prior", progress=progress)
 
 
 @torch.inference_mode()
@@ -188,23 +192,13 @@ def train_hidden_prior(prior: HiddenStatePrior, model: CausalTransformerLM, rows
     if prior.chain is not None:  # a table of logits: no decay
         groups.append({"params": [prior.chain], "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=lr)
-    losses = []
-    prior.train()
-    with _bar(steps, "prior (hidden state)", progress) as bar:
-        for step in range(steps):
-            for grp in opt.param_groups:
-                grp["lr"] = lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * (1 - step / steps))
-            state, last, target, previous, valid = hidden_prior_batch(states, probs, rows, prior.horizon,
-                                                                      batch_size, g)
-            logp = prior(state, last, previous if prior.chain is not None else None).log_softmax(-1)
-            loss = -((target * logp).sum(-1) * valid).sum() / valid.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            bar.update(1)
-    prior.eval()
-    return losses
+
+    def batch_loss(step: int) -> Tensor:
+        state, last, target, previous, valid = hidden_prior_batch(states, probs, rows, prior.horizon, batch_size, g)
+        logp = prior(state, last, previous if prior.chain is not None else None).log_softmax(-1)
+        return -((target * logp).sum(-1) * valid).sum() / valid.sum()
+
+    return _fit(prior, opt, steps, batch_loss, desc="prior (hidden state)", progress=progress, warmup_decay=True)
 
 
 @torch.inference_mode()
