@@ -51,6 +51,29 @@ def warn_if_slow() -> None:
 
 
 @_njit
+def _root(parent, q):
+    """Root of q's set, halving the path on the way."""
+    while parent[q] != q:
+        parent[q] = parent[parent[q]]
+        q = parent[q]
+    return q
+
+
+@_njit
+def _union_boxes(parent, size, box, ra, rb):
+    """Join two roots by size, the larger absorbing the smaller and its box; -> (new root, absorbed root)."""
+    if size[ra] < size[rb]:
+        ra, rb = rb, ra
+    parent[rb] = ra
+    size[ra] += size[rb]
+    box[ra, 0] = min(box[ra, 0], box[rb, 0])
+    box[ra, 1] = min(box[ra, 1], box[rb, 1])
+    box[ra, 2] = max(box[ra, 2], box[rb, 2])
+    box[ra, 3] = max(box[ra, 3], box[rb, 3])
+    return ra, rb
+
+
+@_njit
 def _best_iou(bx0, by0, bx1, by1, gt):
     """Max IoU of one box against gt (K, 4): inclusive (+1) areas, 0 for a degenerate union."""
     best = 0.0
@@ -150,20 +173,10 @@ def _foreground_pass(order, start, h, w, gt, need, out):
                     rq = parent[q]
                     if rq < 0 or rq == rp:
                         continue
-                    while parent[rq] != rq:
-                        parent[rq] = parent[parent[rq]]
-                        rq = parent[rq]
+                    rq = _root(parent, rq)
                     if rq == rp:
                         continue
-                    ra, rb = rp, rq
-                    if size[ra] < size[rb]:
-                        ra, rb = rb, ra
-                    parent[rb] = ra
-                    size[ra] += size[rb]
-                    box[ra, 0] = min(box[ra, 0], box[rb, 0])
-                    box[ra, 1] = min(box[ra, 1], box[rb, 1])
-                    box[ra, 2] = max(box[ra, 2], box[rb, 2])
-                    box[ra, 3] = max(box[ra, 3], box[rb, 3])
+                    ra, rb = _union_boxes(parent, size, box, rp, rq)
                     dirty[ra] = True
                     rp = ra
                 parent[p] = rp
@@ -294,20 +307,10 @@ def _hole_pass(order, start, level, h, w, gt, need, out):
                 rq = parent[q]
                 if rq < 0 or rq == rp:
                     continue
-                while parent[rq] != rq:
-                    parent[rq] = parent[parent[rq]]
-                    rq = parent[rq]
+                rq = _root(parent, rq)
                 if rq == rp:
                     continue
-                ra, rb = rp, rq
-                if size[ra] < size[rb]:
-                    ra, rb = rb, ra
-                parent[rb] = ra
-                size[ra] += size[rb]
-                box[ra, 0] = min(box[ra, 0], box[rb, 0])
-                box[ra, 1] = min(box[ra, 1], box[rb, 1])
-                box[ra, 2] = max(box[ra, 2], box[rb, 2])
-                box[ra, 3] = max(box[ra, 3], box[rb, 3])
+                ra, rb = _union_boxes(parent, size, box, rp, rq)
                 lowest[ra] = min(lowest[ra], lowest[rb])
                 dirty[ra] = True
                 rp = ra
@@ -373,20 +376,10 @@ def _largest_contour_pass(level, h, w, gt, need, out):
                 rq = parent[q]
                 if rq < 0 or rq == rp:
                     continue
-                while parent[rq] != rq:
-                    parent[rq] = parent[parent[rq]]
-                    rq = parent[rq]
+                rq = _root(parent, rq)
                 if rq == rp:
                     continue
-                ra, rb = rp, rq
-                if size[ra] < size[rb]:
-                    ra, rb = rb, ra
-                parent[rb] = ra
-                size[ra] += size[rb]
-                box[ra, 0] = min(box[ra, 0], box[rb, 0])
-                box[ra, 1] = min(box[ra, 1], box[rb, 1])
-                box[ra, 2] = max(box[ra, 2], box[rb, 2])
-                box[ra, 3] = max(box[ra, 3], box[rb, 3])
+                ra, rb = _union_boxes(parent, size, box, rp, rq)
                 first[ra] = min(first[ra], first[rb])
                 area2[ra] += area2[rb]
                 rp = ra
