@@ -16,32 +16,32 @@ TORCHVISION_CLASSIFIERS = [
 ]
 
 
-def _replace_first_conv(model: nn.Module, in_chans: int) -> None:
-    """Swap the first Conv2d for one taking `in_chans` channels (same kernel, stride, padding)."""
+def replace_first_conv(model: nn.Module, in_chans: int, conv_type: type = nn.Conv2d) -> None:
+    """Swap the first `conv_type` layer (Conv2d, Conv3d) for one taking `in_chans` channels (same kernel,
+    stride, padding)."""
     for parent in model.modules():
         for name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d):
-                conv = nn.Conv2d(
-                    in_chans, child.out_channels, child.kernel_size, child.stride,
-                    child.padding, child.dilation, child.groups, child.bias is not None,
-                )
-                setattr(parent, name, conv)
+            if isinstance(child, conv_type):
+                setattr(parent, name, conv_type(in_chans, child.out_channels, child.kernel_size, child.stride,
+                                                child.padding, child.dilation, child.groups, child.bias is not None))
                 return
-    raise ValueError("model has no Conv2d to adapt to in_chans")
+    raise ValueError(f"model has no {conv_type.__name__} to adapt to in_chans")
 
 
-def _make(arch: str):
-    def factory(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None, **kw):
-        import torchvision.models as tvm
+def torchvision_factory(arch: str, module: str = "torchvision.models", num_classes: int = 1000,
+                        conv_type: type = nn.Conv2d, doc: str = "random init; load weights with --ckpt"):
+    """A registry factory for torchvision's `module.arch` (no weights), with num_classes and in_chans."""
+    def factory(num_classes: int = num_classes, in_chans: int = 3, img_size: int | None = None, **kw) -> nn.Module:
+        import importlib
 
-        model = getattr(tvm, arch)(weights=None, num_classes=num_classes, **kw)
+        model = getattr(importlib.import_module(module), arch)(weights=None, num_classes=num_classes, **kw)
         if in_chans != 3:
-            _replace_first_conv(model, in_chans)
+            replace_first_conv(model, in_chans, conv_type)
         return model
 
-    factory.__doc__ = f"torchvision {arch} (random init; load weights with --ckpt)."
+    factory.__doc__ = f"torchvision {arch} ({doc})."
     return factory
 
 
 for _arch in TORCHVISION_CLASSIFIERS:
-    register_model(_arch, family="torchvision", default_img_size=224)(_make(_arch))
+    register_model(_arch, family="torchvision", default_img_size=224)(torchvision_factory(_arch))

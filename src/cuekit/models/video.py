@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from cuekit.models.registry import register_model
+from cuekit.models.torchvision_models import torchvision_factory
 
 __all__ = ["TORCHVISION_VIDEO_MODELS", "VideoCNN"]
 
@@ -60,30 +61,9 @@ def video_cnn_small(num_classes: int = 1000, in_chans: int = 3, img_size: int | 
     return VideoCNN(num_classes=num_classes, in_chans=in_chans, **kw)
 
 
-def _replace_stem_conv(model: nn.Module, in_chans: int) -> None:
-    """Swap the first Conv3d for one taking `in_chans` channels (same kernel, stride, padding)."""
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Conv3d):
-                setattr(parent, name, nn.Conv3d(in_chans, child.out_channels, child.kernel_size, child.stride,
-                                                child.padding, child.dilation, child.groups, child.bias is not None))
-                return
-    raise ValueError("model has no Conv3d to adapt to in_chans")
-
-
-def _make_torchvision_video(arch: str):
-    def factory(num_classes: int = 400, in_chans: int = 3, img_size: int | None = None, **kw) -> nn.Module:
-        import torchvision.models.video as tvv
-
-        model = getattr(tvv, arch)(weights=None, num_classes=num_classes, **kw)
-        if in_chans != 3:
-            _replace_stem_conv(model, in_chans)
-        return model
-
-    factory.__doc__ = f"torchvision {arch} video classifier (random init; load Kinetics weights with --ckpt)."
-    return factory
-
-
 for _arch in TORCHVISION_VIDEO_MODELS:
     register_model(_arch, family="torchvision_video", input="video", default_img_size=112,
-                   default_frames=16)(_make_torchvision_video(_arch))
+                   default_frames=16)(torchvision_factory(_arch, "torchvision.models.video", num_classes=400,
+                                                          conv_type=nn.Conv3d,
+                                                          doc="video classifier, random init; load Kinetics "
+                                                          "weights with --ckpt"))
