@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
@@ -46,3 +47,13 @@ def write_image_folder(root, classes=("circle", "square"), per_class=12, size=20
                 img[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 120
             Image.fromarray(img).save(root / name / f"{i}.png")
     return root
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread per test: tiny networks run fastest so, and steadily on a shared, busy machine.
+    Autouse wherever a conftest imports it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,14 +1,4 @@
-"""Fixtures of the optimizer tests."""
+"""Fixtures of the optimizer tests: one torch thread per test."""
 from __future__ import annotations
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and steadily on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from shared_helpers import one_torch_thread  # noqa: F401  (autouse)

@@ -7,17 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from shared_helpers import one_torch_thread  # noqa: F401  (autouse)
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from transmit_helpers import small_state  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

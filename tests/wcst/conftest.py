@@ -4,15 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+from shared_helpers import one_torch_thread  # noqa: F401  (autouse)
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
