@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cuekit.io import save_figure
 from cuekit.report.experiments import ExperimentConfig, make_result, mean_spread, verdict
 
 # The dSprites latent to classify. "scale" (6 classes) is learned by both tiny models within the
@@ -105,8 +106,7 @@ def _plot(out_dir: Path, histories: dict[str, list[list[float]]], accs: dict[str
     fig.suptitle(title)
     fig.tight_layout()
     name = "pit_vs_vit.png"
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / name, dpi=110)
     return name
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from cuekit.io import save_figure
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `nara` command group (parsers only; torch is imported when a command runs)."""
@@ -169,8 +171,7 @@ def _save_grid(tokens, size: int, path, title: str, per_row: int) -> None:
             ax.imshow(tokens[i].view(size, size).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.axis("off")
     fig.suptitle(title, fontsize=7)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _bench(args) -> int:

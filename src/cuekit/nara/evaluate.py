@@ -8,6 +8,7 @@ from collections import Counter
 import torch
 from torch import Tensor
 
+from cuekit.io import save_figure
 from cuekit.nara.predictors import MotherProbabilityConfidence
 from cuekit.nara.sampler import gumbel_noise, nara_sample, sample_sequential
 from cuekit.nara.training import mean_nll
@@ -131,5 +132,4 @@ def plot_speed_quality(results: dict, path) -> None:
         ax.set_title(f"{name} (tau annotated)", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

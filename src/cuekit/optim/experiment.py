@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from cuekit.io import save_figure
 from cuekit.report.experiments import ExperimentConfig, make_result, mean_spread, verdict
 
 __all__ = ["PAIRS", "ScaleInvariantNet", "WeightTracker", "run_experiment", "run_pair"]
@@ -179,8 +180,7 @@ def _plots(runs: dict, seeds: list[int], out_dir: Path) -> list[str]:
         axes[0, col].legend()
     fig.suptitle(f"Norm of scale-invariant weights and effective step ({len(seeds)} seeds: mean, min-max)")
     fig.tight_layout()
-    fig.savefig(out_dir / "adamp_norms.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "adamp_norms.png", dpi=110)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     names = [o for p in PAIRS.values() for o in (p["baseline"], p["projected"])]
@@ -192,8 +192,7 @@ def _plots(runs: dict, seeds: list[int], out_dir: Path) -> list[str]:
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"Color-dSprites {TASK}: accuracy per seed (dots) and mean (bars)")
     fig.tight_layout()
-    fig.savefig(out_dir / "adamp_accuracy.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "adamp_accuracy.png", dpi=110)
     return ["adamp_norms.png", "adamp_accuracy.png"]
 
 

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from cuekit.io import save_figure
 from cuekit.rank.study import RankStudyConfig, run_rank_study
 
 # Declared before running (see docs/rexnet.md): the grid of the rank study in each mode.
@@ -118,8 +119,7 @@ def _plot_training(comp: dict, path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _single_threaded():

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cuekit.errors import UnknownChoiceError, UsageError
+from cuekit.io import save_figure
 
 NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {
     "linear": lambda x: x,
@@ -409,8 +410,7 @@ def plot_rank_curves(result: RankStudyResult, path, *, input: str, sample_factor
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(title or f"input={input}, N={sample_factor:g} d_out, depth={depth}, {c.networks} networks", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def result_to_json(result: RankStudyResult) -> dict:
@@ -463,8 +463,7 @@ def plot_rank_grid(result: RankStudyResult, path, measure: str = "fp32") -> None
     height = fig.get_figheight()
     fig.suptitle(f"{what} vs d_in/d_out; {c.networks} networks per point", fontsize=9, y=1 - 0.1 / height)
     fig.subplots_adjust(left=0.09, right=0.99, bottom=0.3 / height, top=1 - 0.6 / height, wspace=0.08, hspace=0.12)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def plot_ordering_grid(result: RankStudyResult, path) -> None:
@@ -496,5 +495,4 @@ def plot_ordering_grid(result: RankStudyResult, path) -> None:
     fig.colorbar(im, ax=ax, fraction=0.05, label="ELU/SiLU/SoftPlus minus ReLU/ReLU6")
     ax.set_title("paper's ordering where > 0", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

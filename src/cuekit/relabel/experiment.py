@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from cuekit.io import save_figure
 from cuekit.report.experiments import ExperimentConfig, make_result, mean_spread, verdict
 
 PAPER_CLAIM = ("ReLabel (localized multi-labels from a strong teacher, pooled over each random crop) improves "
@@ -178,8 +179,7 @@ def _run(config: ExperimentConfig, overrides: dict) -> dict:
         ax[j].legend()
     fig.suptitle(f"multi-shapes ({task}) {size}px: students trained with random crops ({'quick' if quick else 'full'})")
     fig.tight_layout()
-    fig.savefig(out / "relabel_accuracy.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "relabel_accuracy.png", dpi=100)
 
     v = verdict(effects_multi, +1)
     mm, sm = mean_spread(effects_multi)

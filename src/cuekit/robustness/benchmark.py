@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from cuekit.io import save_figure
 from cuekit.robustness.adversarial import DEFAULT_EPSILONS, fgsm_accuracy
 from cuekit.robustness.calibration import (
     ReliabilityBins,
@@ -360,7 +361,6 @@ def write_plots(results: dict[str, dict], out_dir: Path, prefix: str = "robustne
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Corruption and FGSM robustness{title_suffix}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_dir / f"{prefix}_curves.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / f"{prefix}_curves.png", dpi=110)
     names.append(f"{prefix}_curves.png")
     return names

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cuekit.io import save_figure
 from cuekit.report.experiments import ExperimentConfig, make_result, mean_spread, verdict
 
 __all__ = ["USABLE_GAP", "Scale", "run_experiment", "timed_full_download", "timed_progressive_fetch"]
@@ -184,8 +185,7 @@ def _plots(out_dir: Path, per_seed: list[dict]) -> list[str]:
     ax.set_title(f"Accuracy per stage (mean ± std over {len(per_seed)} seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "transmit_accuracy_per_stage.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "transmit_accuracy_per_stage.png", dpi=110)
     names.append("transmit_accuracy_per_stage.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -202,8 +202,7 @@ def _plots(out_dir: Path, per_seed: list[dict]) -> list[str]:
     ax.set_title(f"Time to prediction (seed {s0['seed']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "transmit_time_to_prediction.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "transmit_time_to_prediction.png", dpi=110)
     names.append("transmit_time_to_prediction.png")
     return names
 
