@@ -177,3 +177,4 @@ def test_an_error_raised_in_a_dataloader_worker_is_one_line():
     assert "Traceback" in str(info.value)  # what torch re-raises
     assert user_message(info.value) == "clip_0.mp4: cannot be decoded"
     assert user_message(DataError("plain")) == "plain"
+

@@ -63,10 +63,14 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_reproduce_section_contract(tmp_path):
+    import torch
+
     from cuekit.nara.experiment import run_experiment
     from cuekit.report.experiments import VERDICTS, ExperimentConfig
 
+    threads = torch.get_num_threads()
     res = run_experiment(ExperimentConfig(out_dir=tmp_path, quick=True))
+    assert torch.get_num_threads() == threads  # restored
     assert res["area"] == "nara" and res["verdict"] in VERDICTS and len(res["effects"]) == 3
     assert (tmp_path / "speed_quality.png").is_file()
     domains = {row[0] for row in res["table"]["rows"]}

@@ -136,7 +136,7 @@ def _plot(out_dir: Path, runs: dict[str, list[dict]], title: str) -> str:
 
 def run_experiment(config: ExperimentConfig) -> dict:
     """Train the six methods per seed on moving-shapes; verdict on test accuracy, VideoMix minus baseline."""
-    from cuekit.parallel import available_cpus, run_jobs
+    from cuekit.parallel import available_cpus, run_jobs, torch_threads
 
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,14 +150,9 @@ def run_experiment(config: ExperimentConfig) -> dict:
     jobs = [(seed, method, plan, device) for seed in config.seeds for method in METHODS]
     workers = min(available_cpus(), len(jobs)) if cpu else 1
     start = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    if cpu:
-        torch.set_num_threads(1)
-    try:
+    with torch_threads(1 if cpu else None):
         results = run_jobs(_train_one, jobs, workers=workers, desc="videomix runs", progress=config.progress,
                            threads=1 if cpu else None)
-    finally:
-        torch.set_num_threads(threads_before)
     _DATA_CACHE.clear()
     elapsed = time.perf_counter() - start
     runs: dict[str, list[dict]] = {m: [] for m in METHODS}

@@ -115,7 +115,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
     MACs and throughput. The verdict is on accuracy (PiT minus ViT per seed)."""
     from cuekit.models import create_model
     from cuekit.models.complexity import count_macs, count_params
-    from cuekit.parallel import available_cpus, run_jobs
+    from cuekit.parallel import available_cpus, run_jobs, torch_threads
 
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,9 +134,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
     # ViT runs are the longer ones: submitted first, they balance the workers.
     jobs = [(seed, name, plan, img_size, device, config.workers) for name in reversed(models) for seed in config.seeds]
     start, cpu_start = time.perf_counter(), _cpu_seconds()
-    if cpu:
-        torch.set_num_threads(1)
-    try:
+    with torch_threads(1 if cpu else None):
         runs = run_jobs(_train_one, jobs, workers=workers, desc="pit runs", progress=config.progress, threads=1)
         accs: dict[str, list[float]] = {m: [] for m in models}
         histories: dict[str, list[list[float]]] = {m: [] for m in models}
@@ -150,8 +148,6 @@ def run_experiment(config: ExperimentConfig) -> dict:
         params = {m: count_params(built[m]) for m in models}
         macs = {m: count_macs(built[m], img_size) for m in models}
         speed = _throughput(built, img_size, device, rounds=5 if config.quick else 9)
-    finally:
-        torch.set_num_threads(threads_before)
     elapsed, cpu_time = time.perf_counter() - start, _cpu_seconds() - cpu_start
 
     pit, vit = models[0], models[1]

@@ -198,12 +198,10 @@ def _plots(runs: dict, seeds: list[int], out_dir: Path) -> list[str]:
 
 def run_experiment(config: ExperimentConfig) -> dict:
     """SGD vs SGDP and AdamW vs AdamP on Color-dSprites; writes plots and returns the result."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a network this small runs fastest, and steadiest on a busy machine, on one
-    try:
+    from cuekit.parallel import torch_threads
+
+    with torch_threads(1):  # a network this small runs fastest, and steadiest on a busy machine, on one
         return _run(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: ExperimentConfig) -> dict:

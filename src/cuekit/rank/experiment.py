@@ -16,6 +16,7 @@ import time
 import torch
 
 from cuekit.io import save_figure
+from cuekit.parallel import torch_threads
 from cuekit.rank.study import RankStudyConfig, run_rank_study
 
 # Declared before running (see docs/rexnet.md): the grid of the rank study in each mode.
@@ -122,22 +123,6 @@ def _plot_training(comp: dict, path) -> None:
     save_figure(fig, path, dpi=110)
 
 
-def _single_threaded():
-    """Context: torch on one thread (the study's small matrices and the tiny nets run fastest so on a shared CPU)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def ctx():
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return ctx()
-
-
 def run_experiment(config) -> dict:
     """Run the rank study and the channel-configuration comparison; write PNGs; return the result dict."""
     from cuekit.rank.study import check_ordering, plot_ordering_grid, plot_rank_curves, result_to_json, summary_rows
@@ -151,8 +136,8 @@ def run_experiment(config) -> dict:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
-    ctx = _single_threaded() if device == "cpu" else _nullcontext()
-    with ctx:
+    # the study's small matrices and the tiny nets run fastest on one thread on a shared CPU
+    with torch_threads(1 if device == "cpu" else None):
         rank_cfg = RankStudyConfig(**(QUICK_RANK if quick else FULL_RANK), seed=0, device=device)
         study = run_rank_study(rank_cfg)
         plots = []
@@ -250,9 +235,3 @@ def _full_rank_single_layers(study) -> tuple[int, int]:
         total += 1
         full += all(min(v) >= 0.99 for k, v in cur.items() if k != "linear")
     return full, total
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()

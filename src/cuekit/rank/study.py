@@ -267,13 +267,10 @@ class RankStudyResult:
 def run_rank_study(config: RankStudyConfig, progress: bool = False) -> RankStudyResult:
     """Run every cell of the grid; each random network is evaluated under all nonlinearities at once."""
     config.validate()
-    before = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    from cuekit.parallel import torch_threads
+
+    with torch_threads(config.threads):
         return _run(config, progress)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(config: RankStudyConfig, progress: bool) -> RankStudyResult:

@@ -79,13 +79,11 @@ def run_experiment(config: ExperimentConfig, scale: dict | None = None) -> dict:
 
     scale: overrides of the quick/full sizes (tests use a tiny one).
     """
-    threads = torch.get_num_threads()
-    if config.device == "cpu":
-        torch.set_num_threads(1)  # these tiny nets run faster on one thread, far faster on a shared CPU
-    try:
+    from cuekit.parallel import torch_threads
+
+    # these tiny nets run faster on one thread, far faster on a shared CPU
+    with torch_threads(1 if config.device == "cpu" else None):
         return _run(config, scale or {})
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: ExperimentConfig, overrides: dict) -> dict:

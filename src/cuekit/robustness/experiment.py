@@ -42,14 +42,13 @@ def run_experiment(config: ExperimentConfig) -> dict:
     seeds = list(config.seeds)
     img = config.img_size if config.quick else max(32, config.img_size)
     t0 = time.perf_counter()
-    torch_threads = torch.get_num_threads()
+    from cuekit.parallel import torch_threads
+
+    threads = torch.get_num_threads()
     # Convolutions this small gain little from a second thread and lose much when cores are shared.
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         per_seed, rows_by_seed = _run_seeds(config, sc, seeds, img)
-    finally:
-        torch.set_num_threads(torch_threads)
-    return _report(config, sc, seeds, img, per_seed, rows_by_seed, t0, torch_threads)
+    return _report(config, sc, seeds, img, per_seed, rows_by_seed, t0, threads)
 
 
 def _run_seeds(config: ExperimentConfig, sc: dict, seeds: list[int], img: int):

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cuekit.io import save_figure
+from cuekit.parallel import torch_threads
 from cuekit.report.experiments import ExperimentConfig, make_result, mean_spread, verdict
 
 __all__ = ["USABLE_GAP", "Scale", "run_experiment", "timed_full_download", "timed_progressive_fetch"]
@@ -217,16 +218,13 @@ def run_experiment(config: ExperimentConfig, scale: Scale | None = None) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cuekit-transmit-"))
     per_seed = []
-    threads = torch.get_num_threads()
-    if config.quick:
-        torch.set_num_threads(1)  # 2 shared cores: one thread is faster than two fighting
     try:
-        for seed in tqdm(list(config.seeds), desc="transmit seeds", unit="seed", leave=False,
-                         disable=not config.progress):
-            per_seed.append(_run_seed(int(seed), scale, work, img_size, config.device))
+        with torch_threads(1 if config.quick else None):  # 2 shared cores: one thread beats two fighting
+            for seed in tqdm(list(config.seeds), desc="transmit seeds", unit="seed", leave=False,
+                             disable=not config.progress):
+                per_seed.append(_run_seed(int(seed), scale, work, img_size, config.device))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        torch.set_num_threads(threads)
     plots = _plots(out_dir, per_seed)
 
     # NaN (so "inconclusive") for a seed where no stage came within the gap

@@ -29,17 +29,13 @@ def _settings(config: ExperimentConfig) -> dict:
 def run_experiment(config: ExperimentConfig) -> dict:
     """Train CAM models on shapes-loc (one per seed), score every normalization, write the table,
     a bar plot and CAM overlays into config.out_dir; returns `make_result(...)`."""
-    import torch
 
-    threads = torch.get_num_threads()
-    if config.quick and str(config.device).startswith("cpu"):
-        # the quick model's convolutions are too small to gain from intra-op threads (and lose a lot on
-        # a shared machine); one thread, restored afterwards
-        torch.set_num_threads(1)
-    try:
+    from cuekit.parallel import torch_threads
+
+    # the quick model's convolutions are too small to gain from intra-op threads (and lose a lot on a
+    # shared machine)
+    with torch_threads(1 if config.quick and str(config.device).startswith("cpu") else None):
         return _run(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: ExperimentConfig) -> dict:
