@@ -36,7 +36,8 @@ def standard_transforms(img_size: int, mean, std, train: bool, small: bool | Non
     return T.Compose([T.Resize(round(img_size * 256 / 224)), T.CenterCrop(img_size), *norm])
 
 
-def _split_indices(n: int, val_split: float, seed: int) -> tuple[list[int], list[int]]:
+def seeded_split(n: int, val_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) indices of n samples: a seeded permutation, `val_split` of it (at least one) held out."""
     if not 0.0 < val_split < 1.0:
         raise UsageError(f"--val-split must be in (0, 1), got {val_split}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
@@ -46,7 +47,8 @@ def _split_indices(n: int, val_split: float, seed: int) -> tuple[list[int], list
     return perm[n_val:], perm[:n_val]
 
 
-def _take(ds: Dataset, indices: list[int], size: int | None, seed: int) -> Dataset:
+def seeded_subset(ds: Dataset, indices: list[int], size: int | None, seed: int) -> Dataset:
+    """`ds` restricted to `indices`, or to a seeded sample of `size` of them when size is smaller."""
     if size is not None and size < len(indices):
         g = torch.Generator().manual_seed(seed + 1)
         indices = [indices[i] for i in torch.randperm(len(indices), generator=g)[:size].tolist()]
@@ -98,9 +100,9 @@ def folder_dataset(path, *, task=None, img_size=None, train_size=None, val_size=
         train_idx, val_idx = list(range(len(tr.samples))), list(range(len(va.samples)))
     else:
         tr = va = _image_folder(root)
-        train_idx, val_idx = _split_indices(len(tr.samples), val_split, seed)
-    train = _take(_TransformedView(tr, mk(True)), train_idx, train_size, seed)
-    val = _take(_TransformedView(va, mk(False)), val_idx, val_size, seed)
+        train_idx, val_idx = seeded_split(len(tr.samples), val_split, seed)
+    train = seeded_subset(_TransformedView(tr, mk(True)), train_idx, train_size, seed)
+    val = seeded_subset(_TransformedView(va, mk(False)), val_idx, val_size, seed)
     return DataBundle(train=train, val=val, num_classes=len(tr.classes), class_names=list(tr.classes),
                       in_chans=3, img_size=img_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                       resize_ratio=1.0 if img_size <= 64 else 256 / 224)
@@ -212,8 +214,8 @@ def _cifar_bundle(classes: int):
         size = img_size or 32
         train = ArrayImages(trx, try_, standard_transforms(size, CIFAR_MEAN, CIFAR_STD, True, small=True))
         val = ArrayImages(tex, tey, standard_transforms(size, CIFAR_MEAN, CIFAR_STD, False, small=True))
-        train = _take(train, list(range(len(train))), train_size, seed)
-        val = _take(val, list(range(len(val))), val_size, seed)
+        train = seeded_subset(train, list(range(len(train))), train_size, seed)
+        val = seeded_subset(val, list(range(len(val))), val_size, seed)
         return DataBundle(train=train, val=val, num_classes=classes,
                           class_names=names or [str(i) for i in range(classes)], in_chans=3,
                           img_size=size, mean=CIFAR_MEAN, std=CIFAR_STD)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cuekit.data.folders import _split_indices, _take
+from cuekit.data.folders import seeded_split, seeded_subset
 from cuekit.data.registry import DataBundle, register_dataset
 from cuekit.errors import DataError, UsageError
 
@@ -401,10 +401,10 @@ def read_video_folder(path: str | Path, *, frames: int | None = None, stride: in
     else:
         if len(train_samples) < 2:
             raise DataError(f"{root}: only {len(train_samples)} clip: too few to split off a validation set")
-        train_idx, val_idx = _split_indices(len(train_samples), val_split, seed)
+        train_idx, val_idx = seeded_split(len(train_samples), val_split, seed)
         val_samples = train_samples
-    train = _take(clips(train_samples, True), train_idx, train_size, seed)
-    val = _take(clips(val_samples, False), val_idx, val_size, seed)
+    train = seeded_subset(clips(train_samples, True), train_idx, train_size, seed)
+    val = seeded_subset(clips(val_samples, False), val_idx, val_size, seed)
     return VideoDataBundle(train=train, val=val, num_classes=len(classes), class_names=list(classes), in_chans=3,
                            img_size=img_size, mean=KINETICS_MEAN, std=KINETICS_STD, resize_ratio=RESIZE_RATIO,
                            frames=frames, test=test, stride=stride)
