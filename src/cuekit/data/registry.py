@@ -51,12 +51,6 @@ def register_dataset(name: str, video: bool = False) -> Callable[[DatasetBuilder
     return deco
 
 
-def is_video_dataset(spec: str) -> bool:
-    """Whether a dataset spec names a video dataset (its samples are (C, T, H, W) clips)."""
-    _ensure_builtin()
-    return spec.partition(":")[0] in _VIDEO_DATASETS
-
-
 def list_datasets() -> list[str]:
     """Dataset names accepted in a spec ("name" or "name:PATH")."""
     _ensure_builtin()
