@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from cuekit.data import materialise
 from cuekit.optim import experiment
 from cuekit.report.experiments import ExperimentConfig
 from cuekit.report.runner import check_result
@@ -65,7 +66,7 @@ def test_pairs_use_the_same_initialisation(tiny_scale):
     """Baseline and projected runs start from identical weights (the effect is a paired one)."""
     from cuekit.data import create_dataset
 
-    data = experiment._rendered(create_dataset("dsprites", task=experiment.TASK, img_size=32,
+    data = materialise(create_dataset("dsprites", task=experiment.TASK, img_size=32,
                                                train_size=64, val_size=32, seed=0))
     small = experiment.Scale(train_size=64, val_size=32, batch_size=32, epochs=1, width=4)
     runs = experiment.run_pair("adam", data, seed=3, scale=small)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cuekit.io import atomic_write_json
-from cuekit.report import experiments, render_index, write_index
+from cuekit.report import claim, experiments, precondition, render_index, write_index
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -85,7 +85,12 @@ def completed_record(**kw) -> dict:
         "verdict": "held", "table": {"columns": ["seed", "acc X", "acc Y"],
                                       "rows": [[0, 0.91234567, 0.8], [1, 0.9, 0.81], [2, None, "<i>"]]},
         "plots": ["curve.png", "missing.png"], "seeds": [0, 1, 2], "details": {"steps": 10},
-        "effects": [0.11, 0.09, 0.1], "expected_sign": 1,
+        "effects": [0.11, 0.09, 0.1], "expected_sign": 1, "regime": "converged <baseline>",
+        "claims": [claim(id="x_beats_y", claim="X beats Y <u>always</u>", measure="acc X - acc Y",
+                         effects=[0.11, 0.09, 0.1], headline=True,
+                         preconditions=[precondition("Y beats chance", True, "0.8 > 0.1")]),
+                   claim(id="z", claim="Z is flatter", measure="radius ratio", effects=[1.0, 2.0, 3.0],
+                         preconditions=[precondition("Z learnable alone", False, "0.3 < 0.9")])],
         "config": {"out_dir": "x", "quick": True, "seeds": [0, 1, 2], "img_size": 32, "device": "cpu",
                    "workers": 0},
         "environment": {"torch": "9.9", "python": "3.x"}, "time_s": 75.5,
@@ -122,6 +127,10 @@ def test_page_is_built_from_results_on_disk_only(tmp_path, monkeypatch):
     # verdict, table (floats to 4 decimals, None as n/a), effects with mean and spread
     assert "held" in text and "0.9123" in text and "n/a" in text and "<i>" in text
     assert "+0.1" in text and "spread" in text
+    # the claims table: one row per claim, the headline marked, the failed precondition named
+    assert "X beats Y <u>always</u>" in text and "<u>" not in html and "headline" in text
+    assert "Z is flatter" in text and "NOT MET" in text and "failed: Z learnable alone" in text
+    assert "Regime: converged <baseline>" in text
     # plots: relative <img> for the file that exists, a visible note for the one that does not
     assert [i["src"] for i in page.imgs] == ["alpha/curve.png"]
     assert (out / page.imgs[0]["src"]).is_file()

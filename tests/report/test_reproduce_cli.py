@@ -16,16 +16,19 @@ _ids = itertools.count()
 # A fake area: the effect grows with the seed, so the rule's outcome is known from the seeds used.
 OK_AREA = """
 from PIL import Image
-from cuekit.report import make_result, verdict
+from cuekit.report import claim, make_result, precondition
 
 def run_experiment(config):
     effects = [0.1 + 0.01 * s for s in config.seeds]
     Image.new("RGB", (8, 8), (10, 120, 10)).save(config.out_dir / "effect.png")
+    rows = [claim(id="beats", claim="method beats baseline", measure="acc(method) - acc(baseline)",
+                  effects=effects, headline=True, preconditions=[precondition("baseline beats chance", True, "0.9")]),
+            claim(id="side", claim="a side claim", measure="x", effects=[-e for e in effects],
+                  preconditions=[precondition("x learnable", False, "0.1 < 0.5")])]
     return make_result(
         area="ok", title="Fake <OK> area", claim="method beats baseline", measured="acc(method) - acc(baseline)",
-        verdict=verdict(effects, 1), table={"columns": ["seed", "effect"],
-                                            "rows": [[s, e] for s, e in zip(config.seeds, effects)]},
-        plots=["effect.png"], seeds=config.seeds, effects=effects, expected_sign=1,
+        table={"columns": ["seed", "effect"], "rows": [[s, e] for s, e in zip(config.seeds, effects)]},
+        claims=rows, regime="converged toy", plots=["effect.png"], seeds=config.seeds,
         details={"img_size": config.img_size, "quick": config.quick, "device": config.device})
 """
 
@@ -35,12 +38,16 @@ def run_experiment(config):
     raise RuntimeError("boom: the fake experiment broke")
 """
 
+# Built by hand, not by make_result: "held" from one seed breaks the rule and must not be shown as held.
 RULE_BREAKING_AREA = """
-from cuekit.report import make_result
+from cuekit.report import claim
 
 def run_experiment(config):
-    return make_result(area="cheat", title="t", claim="c", measured="m", verdict="held",
-                       table={"columns": ["x"], "rows": [[1]]}, seeds=[0])
+    row = claim(id="c", claim="c", measure="m", effects=[1.0], headline=True)
+    row["verdict"] = "held"
+    return {"area": "cheat", "title": "t", "claim": "c", "measured": "m", "verdict": "held",
+            "table": {"columns": ["x"], "rows": [[1]]}, "plots": [], "seeds": [0], "details": {},
+            "claims": [row], "regime": "r"}
 """
 
 
@@ -111,9 +118,15 @@ def test_failing_area_is_recorded_and_the_others_still_run(tmp_path, monkeypatch
     assert [i["src"] for i in page.imgs] == ["ok/effect.png"]
     assert "later" in text and "not implemented yet" in text
     assert "Total time of the last run" in text
-    # the final summary table: area, verdict, time
+    # one row per claim, with its own verdict and the failed precondition named
+    assert [c["id"] for c in ok["claims"]] == ["beats", "side"] and ok["regime"] == "converged toy"
+    assert [c["verdict"] for c in ok["claims"]] == ["held", "inconclusive"]
+    assert "x learnable" in text and "NOT MET" in text and "headline" in text and "converged toy" in text
+    claims_txt = (out / "ok" / "results.txt").read_text()
+    assert "beats" in claims_txt and "x learnable" in claims_txt
+    # the final summary table: area, headline verdict, claims, time
     lines = stdout.splitlines()
-    assert lines[0].split() == ["area", "verdict", "time"]
+    assert lines[0].split() == ["area", "headline", "verdict", "claims", "time"]
     assert any(ln.split()[:2] == ["ok", "held"] for ln in lines)
     assert any(ln.split()[:2] == ["bad", "failed"] for ln in lines)
     assert any(ln.startswith("total") for ln in lines)

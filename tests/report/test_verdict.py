@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cuekit.report import make_result, mean_spread, verdict
+from cuekit.report import claim, make_result, mean_spread, precondition, verdict
 
 
 def test_held_when_every_seed_has_the_sign_and_mean_exceeds_spread():
@@ -63,22 +63,50 @@ def test_mean_spread():
     assert mean_spread([4.0]) == (4.0, 0.0)
 
 
-def _result(**kw):
-    base = dict(area="a", title="t", claim="c", measured="m", verdict="inconclusive",
-                table={"columns": ["x"], "rows": [[1]]})
+def _claim(**kw):
+    base = dict(id="c", claim="X beats Y", measure="acc X - acc Y", effects=[0.1, 0.2, 0.15], headline=True)
+    return claim(**{**base, **kw})
+
+
+def _result(claims=None, **kw):
+    base = dict(area="a", title="t", claim="c", measured="m", table={"columns": ["x"], "rows": [[1]]},
+                regime="r", claims=claims if claims is not None else [_claim()])
     return make_result(**{**base, **kw})
 
 
-def test_make_result_rejects_a_verdict_outside_the_rule():
-    with pytest.raises(ValueError, match="verdict must be one of"):
-        _result(verdict="holds")
+def test_a_claim_follows_the_rule_unless_a_precondition_fails():
+    assert _claim()["verdict"] == "held"
+    assert _claim(effects=[-0.1, -0.2, -0.15])["verdict"] == "did not hold"
+    assert _claim(expected_sign=-1, effects=[-0.1, -0.2, -0.15])["verdict"] == "held"
+    failed = _claim(preconditions=[precondition("baseline beats chance", False, "0.2 vs 0.25"),
+                                   precondition("cue learnable", True)])
+    assert failed["verdict"] == "inconclusive" and failed["failed_preconditions"] == ["baseline beats chance"]
+    assert _claim(effects=[0.1, 0.2])["verdict"] == "inconclusive"  # fewer than 3 seeds
+
+
+def test_make_result_takes_the_headline_claims_verdict():
+    side = _claim(id="side", headline=False, effects=[-0.1, -0.2, -0.3])
+    r = _result(claims=[side, _claim()], seeds=[0, 1, 2])
+    assert r["verdict"] == "held" and r["effects"] == [0.1, 0.2, 0.15] and r["expected_sign"] == 1
+    assert [c["verdict"] for c in r["claims"]] == ["did not hold", "held"] and r["regime"] == "r"
+    with pytest.raises(ValueError, match="headline claim"):
+        _result(verdict="did not hold")
+
+
+def test_make_result_rejects_malformed_claims():
+    with pytest.raises(ValueError, match="exactly one claim must be the headline"):
+        _result(claims=[_claim(headline=False)])
+    with pytest.raises(ValueError, match="exactly one claim must be the headline"):
+        _result(claims=[_claim(), _claim(id="d")])
+    with pytest.raises(ValueError, match="appears twice"):
+        _result(claims=[_claim(), _claim(headline=False)])
+    with pytest.raises(ValueError, match="non-empty"):
+        _result(claims=[])
+    forged = _claim(preconditions=[precondition("p", False)])
+    forged["verdict"] = "held"
     with pytest.raises(ValueError, match="does not follow the rule"):
-        _result(verdict="held", effects=[0.1, -0.1, 0.2], expected_sign=1)
-    with pytest.raises(ValueError, match="both"):
-        _result(effects=[0.1, 0.2, 0.3])
-
-
-def test_make_result_keeps_effects_that_agree_with_the_rule():
-    r = _result(verdict="held", effects=[-0.1, -0.2, -0.15], expected_sign=-1, seeds=[0, 1, 2])
-    assert r["effects"] == [-0.1, -0.2, -0.15] and r["expected_sign"] == -1 and r["seeds"] == [0, 1, 2]
-    assert "effects" not in _result()  # the original contract's keys are unchanged without them
+        _result(claims=[forged])
+    with pytest.raises(ValueError, match="reference row cannot be the headline"):
+        _claim(reference=True)
+    with pytest.raises(ValueError, match="expected_sign"):
+        _claim(expected_sign=0)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import importlib
 
-from cuekit.data.registry import DataBundle, create_dataset, list_datasets, register_dataset
+from cuekit.data.registry import DataBundle, create_dataset, list_datasets, materialise, register_dataset
 
-__all__ = ["DataBundle", "create_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DataBundle", "create_dataset", "list_datasets", "materialise", "register_dataset"]
 
 # Modules that register datasets on import; an area's module not written yet is skipped.
 for _mod in ("folders", "dsprites", "shapes_loc", "multi_shapes", "moving_shapes", "video_folders"):

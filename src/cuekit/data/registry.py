@@ -27,6 +27,24 @@ class DataBundle:
     frames: int | None = None  # video data: frames per clip; samples are (C, T, H, W) clips
 
 
+def materialise(bundle: DataBundle) -> DataBundle:
+    """The bundle with each procedural split (one with `render_items`) rendered once into a TensorDataset.
+
+    Experiments that train several models on the same data render it once instead of every epoch;
+    splits without `render_items` (files on disk) are kept as they are.
+    """
+    import torch
+    from torch.utils.data import TensorDataset
+
+    def dense(ds: Dataset) -> Dataset:
+        if hasattr(ds, "render_items"):
+            x, y = ds.render_items(torch.arange(len(ds)))
+            return TensorDataset(x, y)
+        return ds
+
+    return dataclasses.replace(bundle, train=dense(bundle.train), val=dense(bundle.val))
+
+
 DatasetBuilder = Callable[..., DataBundle]
 _DATASETS: dict[str, DatasetBuilder] = {}
 _VIDEO_DATASETS: set[str] = set()

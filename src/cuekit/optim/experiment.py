@@ -110,18 +110,6 @@ class WeightTracker:
         self.norms.append(self._norm())
 
 
-def _rendered(bundle):
-    """The bundle with both splits rendered once into tensors, shared by every optimizer."""
-    from torch.utils.data import TensorDataset
-
-    out = {}
-    for split in ("train", "val"):
-        ds = getattr(bundle, split)
-        images, labels = ds.render_items(torch.arange(len(ds)))
-        out[split] = TensorDataset(images, labels)
-    return dataclasses.replace(bundle, train=out["train"], val=out["val"])
-
-
 def run_pair(pair: str, data, seed: int, scale: Scale, device: str = "cpu") -> dict[str, dict]:
     """Train the baseline and the projected optimizer of `pair` from one initialisation.
 
@@ -207,7 +195,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
 def _run(config: ExperimentConfig) -> dict:
     from tqdm.auto import tqdm
 
-    from cuekit.data import create_dataset
+    from cuekit.data import create_dataset, materialise
 
     scale = QUICK if config.quick else FULL
     seeds = list(config.seeds)
@@ -216,7 +204,7 @@ def _run(config: ExperimentConfig) -> dict:
     runs: dict[int, dict] = {}
     bar = tqdm(total=len(seeds) * len(PAIRS), desc="adamp: seeds x optimizer pairs", unit="pair")
     for seed in seeds:
-        data = _rendered(create_dataset("dsprites", task=TASK, img_size=config.img_size,
+        data = materialise(create_dataset("dsprites", task=TASK, img_size=config.img_size,
                                         train_size=scale.train_size, val_size=scale.val_size, seed=seed))
         runs[seed] = {}
         for pair in PAIRS:

@@ -51,29 +51,16 @@ def channel_pair(depth_mult: float, width_mult: float, pen_channels: int, stem_c
     return linear, dict(stagewise, stem_stride=2)
 
 
-def _materialise(bundle):
-    """Render a procedural dataset once into tensors (the same images every epoch, no re-rendering)."""
-    from torch.utils.data import TensorDataset
-
-    def dense(ds):
-        if hasattr(ds, "render_items"):
-            x, y = ds.render_items(torch.arange(len(ds)))
-            return TensorDataset(x, y)
-        return ds
-
-    return dataclasses.replace(bundle, train=dense(bundle.train), val=dense(bundle.val))
-
-
 def train_comparison(settings: dict, seeds, img_size: int, device: str = "cpu", workers: int = 0,
                      progress: bool = False) -> dict:
     """Train both channel layouts for each seed; returns per-seed accuracies, histories, params and MACs."""
-    from cuekit.data import create_dataset
+    from cuekit.data import create_dataset, materialise
     from cuekit.models.complexity import count_macs, count_params
     from cuekit.models.rexnet import ReXNet
     from cuekit.train import TrainConfig, train
 
     s = settings
-    data = _materialise(create_dataset("dsprites", task=s["task"], img_size=img_size, train_size=s["train_size"],
+    data = materialise(create_dataset("dsprites", task=s["task"], img_size=img_size, train_size=s["train_size"],
                                        val_size=s["val_size"], seed=0))
     linear, stagewise = channel_pair(s["depth_mult"], s["width_mult"], s["pen_channels"], s["stem_channels"],
                                      data.num_classes)

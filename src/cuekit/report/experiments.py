@@ -63,7 +63,6 @@ def verdict(effects: Sequence[float], expected_sign: int = 1) -> str:
     return "inconclusive"
 
 
-_verdict_rule = verdict  # make_result's `verdict` argument shadows the function
 
 
 def mean_spread(values: Sequence[float]) -> tuple[float, float]:
@@ -72,42 +71,122 @@ def mean_spread(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
+def precondition(what: str, met: bool, measured: str = "") -> dict:
+    """One condition a claim's verdict needs to mean anything, e.g. "the baseline beats chance".
+
+    what: the condition in words; met: whether it held in this run; measured: the numbers it was judged on.
+    A claim with any unmet precondition is "inconclusive", and the page names the failed one.
+    """
+    return {"what": str(what), "met": bool(met), "measured": str(measured)}
+
+
+def claim_verdict(effects: Sequence[float], expected_sign: int, preconditions: Sequence[dict] = ()) -> str:
+    """The rule (`verdict`) on the per-seed effects, or "inconclusive" when a precondition failed."""
+    if any(not p["met"] for p in preconditions):
+        return "inconclusive"
+    return verdict(effects, expected_sign)
+
+
+def claim(
+    *,
+    id: str,
+    claim: str,
+    measure: str,
+    effects: Sequence[float],
+    expected_sign: int = 1,
+    headline: bool = False,
+    preconditions: Sequence[dict] = (),
+    regime: str = "",
+    reference: bool = False,
+    note: str = "",
+) -> dict:
+    """One row of an area's claims table, with its own verdict.
+
+    id: a short stable name ("ivr_vs_minmax"); claim: the paper's words; measure: what one effect is
+    ("MaxBoxAccV2 of IVR minus min-max, points"); effects: one number per seed, the paper predicting
+    `expected_sign`; headline: the paper's headline claim (exactly one per area, its verdict is the
+    area's); preconditions: from `precondition`; regime: where it was measured ("converged baseline,
+    over-confident"); reference: a row shown for comparison that is not a claim of the paper's method
+    (it is never the headline); note: anything a reader needs beside the numbers.
+    """
+    if expected_sign not in (1, -1):
+        raise ValueError(f"expected_sign must be +1 or -1, got {expected_sign!r}")
+    if headline and reference:
+        raise ValueError(f"claim {id!r}: a reference row cannot be the headline")
+    pre = [dict(p) for p in preconditions]
+    for p in pre:
+        if set(p) != {"what", "met", "measured"}:
+            raise ValueError(f"claim {id!r}: build preconditions with precondition(), got keys {sorted(p)}")
+    effects = [float(e) for e in effects]
+    return {
+        "id": str(id), "claim": str(claim), "measure": str(measure), "effects": effects,
+        "expected_sign": int(expected_sign), "headline": bool(headline), "reference": bool(reference),
+        "preconditions": pre, "failed_preconditions": [p["what"] for p in pre if not p["met"]],
+        "regime": str(regime), "note": str(note),
+        "verdict": claim_verdict(effects, expected_sign, pre),
+    }
+
+
+def check_claims(claims: object) -> dict:
+    """Validate a claims list (as `claim` builds it) and return its headline claim.
+
+    Raises ValueError when a row is malformed, ids repeat, there is not exactly one headline, or a
+    verdict does not follow the rule for its effects and preconditions.
+    """
+    if not isinstance(claims, (list, tuple)) or not claims:
+        raise ValueError("claims must be a non-empty list of claim() rows")
+    keys = {"id", "claim", "measure", "effects", "expected_sign", "headline", "reference", "preconditions",
+            "failed_preconditions", "regime", "note", "verdict"}
+    ids = set()
+    for c in claims:
+        if not isinstance(c, dict) or not keys <= set(c):
+            missing = sorted(keys - set(c)) if isinstance(c, dict) else "everything"
+            raise ValueError(f"a claim row lacks {missing} (build it with claim())")
+        if c["id"] in ids:
+            raise ValueError(f"claim id {c['id']!r} appears twice")
+        ids.add(c["id"])
+        ruled = claim_verdict(c["effects"], c["expected_sign"], c["preconditions"])
+        if c["verdict"] != ruled:
+            raise ValueError(f"claim {c['id']!r}: verdict {c['verdict']!r} does not follow the rule for its "
+                             f"effects and preconditions (the rule gives {ruled!r})")
+    heads = [c for c in claims if c["headline"]]
+    if len(heads) != 1:
+        raise ValueError(f"exactly one claim must be the headline, found {len(heads)}")
+    if heads[0]["reference"]:
+        raise ValueError("a reference row cannot be the headline")
+    return heads[0]
+
+
 def make_result(
     *,
     area: str,
     title: str,
     claim: str,
     measured: str,
-    verdict: str,
     table: dict,
+    claims: Sequence[dict],
+    regime: str,
     plots: Sequence[str] = (),
     seeds: Sequence[int] = (),
     details: dict | None = None,
-    effects: Sequence[float] | None = None,
-    expected_sign: int | None = None,
+    verdict: str | None = None,
 ) -> dict:
     """The result dict an area returns.
 
-    table: {"columns": [str, ...], "rows": [[cell, ...], ...]}; plots: PNG file names in
-    out_dir; verdict: one of VERDICTS (use `verdict()`); details: anything else, JSON-able.
-    Optional `effects` (one per seed) and `expected_sign`: the numbers the verdict came from;
-    given both, the verdict is checked against the rule and the page shows them.
-    `cuekit reproduce` adds config, environment and time taken.
+    claim: the paper's claims in a sentence or two; claims: one `claim()` row per claim of the paper
+    (exactly one headline); regime: where the experiment lives (model, data, budget, whether the
+    baseline converged, ...); table: {"columns": [str, ...], "rows": [[cell, ...], ...]} with the
+    numbers behind the claims; plots: PNG file names in out_dir; details: anything else, JSON-able.
+    The area's verdict, effects and expected sign are the headline claim's (`verdict`, when given,
+    must agree). `cuekit reproduce` adds config, environment and time taken.
     """
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-    result = {
+    claims = [dict(c) for c in claims]
+    head = check_claims(claims)
+    if verdict is not None and verdict != head["verdict"]:
+        raise ValueError(f"verdict {verdict!r} is not the headline claim's ({head['verdict']!r})")
+    return {
         "area": area, "title": title, "claim": claim, "measured": measured,
-        "verdict": verdict, "table": table, "plots": list(plots), "seeds": list(seeds),
-        "details": details or {},
+        "verdict": head["verdict"], "table": table, "plots": list(plots), "seeds": list(seeds),
+        "details": details or {}, "claims": claims, "regime": str(regime),
+        "effects": list(head["effects"]), "expected_sign": head["expected_sign"],
     }
-    if (effects is None) != (expected_sign is None):
-        raise ValueError("give both effects and expected_sign, or neither")
-    if effects is not None:
-        effects = [float(e) for e in effects]
-        ruled = _verdict_rule(effects, expected_sign)
-        if ruled != verdict:
-            raise ValueError(f"verdict {verdict!r} does not follow the rule for effects {effects} "
-                             f"(expected sign {expected_sign:+d}): the rule gives {ruled!r}")
-        result["effects"], result["expected_sign"] = effects, int(expected_sign)
-    return result

@@ -176,7 +176,8 @@ def _completed_html(area: str, record: dict, area_dir: Path) -> str:
     if isinstance(effects, list) and effects and all(isinstance(v, (int, float)) for v in effects):
         mean, spread = experiments.mean_spread(effects)
         sign = record.get("expected_sign")
-        out.append(f" <span class=\"note\">effect per seed: {_e(', '.join(f'{v:+.4g}' for v in effects))}; "
+        per_seed = ", ".join(f"{v:+.4g}" for v in effects)
+        out.append(f" <span class=\"note\">the headline claim's effect per seed: {_e(per_seed)}; "
                    f"mean {_e(f'{mean:+.4g}')}, spread (sample s.d.) {_e(f'{spread:.4g}')}; "
                    f"the paper predicts sign {_e(f'{sign:+d}' if isinstance(sign, int) else sign)}</span>")
     seeds = record.get("seeds")
@@ -184,6 +185,11 @@ def _completed_html(area: str, record: dict, area_dir: Path) -> str:
         out.append(f' <span class="warn">only {len(seeds)} seed(s): by the rule every verdict with fewer than '
                    "3 seeds is inconclusive</span>")
     out.append("</dd></dl>")
+    if record.get("regime"):
+        out.append(f"<p><strong>Regime:</strong> {_e(record['regime'])}</p>")
+    claims = record.get("claims")
+    if isinstance(claims, list) and claims:
+        out.append(_claims_html(claims))
     table = record["table"]
     columns, rows = table.get("columns"), table.get("rows")
     if isinstance(columns, list) and isinstance(rows, list) and all(
@@ -205,6 +211,66 @@ def _completed_html(area: str, record: dict, area_dir: Path) -> str:
     out.append(f'<p class="note">Files: <a href="{_e(quote(area + "/results.json"))}">'
                f"{_e(area)}/results.json</a></p>")
     return "\n".join(x for x in out if x)
+
+
+def _effects_text(effects: Any) -> tuple[str, str]:
+    """("+0.1, +0.2, ...", "mean +0.15, s.d. 0.07") for a list of numbers, else ("n/a", "")."""
+    if not isinstance(effects, list) or not effects or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in effects):
+        return "n/a", ""
+    mean, spread = experiments.mean_spread(effects)
+    return ", ".join(f"{v:+.4g}" for v in effects), f"mean {mean:+.4g}, s.d. {spread:.4g}"
+
+
+def _preconditions_html(pre: Any) -> str:
+    if not isinstance(pre, list) or not pre:
+        return '<span class="note">none stated</span>'
+    items = []
+    for p in pre:
+        if not isinstance(p, dict):
+            continue
+        mark, colour = ("met", "#1a7f37") if p.get("met") else ("NOT MET", "#b42318")
+        measured = f" ({_e(p.get('measured'))})" if p.get("measured") else ""
+        items.append(f'<li><span style="color:{colour};font-weight:600">{mark}</span> '
+                     f"{_e(p.get('what'))}{measured}</li>")
+    return "<ul style=\"margin:0;padding-left:1.1em\">" + "".join(items) + "</ul>"
+
+
+def _claims_html(claims: list) -> str:
+    """One row per claim of the paper: its words, the per-seed effect, preconditions and its own verdict."""
+    rows = []
+    for c in claims:
+        if not isinstance(c, dict):
+            continue
+        per_seed, summary = _effects_text(c.get("effects"))
+        sign = c.get("expected_sign")
+        tags = []
+        if c.get("headline"):
+            tags.append("<strong>headline</strong>")
+        if c.get("reference"):
+            tags.append("<em>reference row, not a claim of the method</em>")
+        words = _e(c.get("claim")) + (f'<br><span class="note">{" · ".join(tags)}</span>' if tags else "")
+        measure = _e(c.get("measure"))
+        if isinstance(sign, int):
+            measure += f'<br><span class="note">the paper predicts sign {sign:+d}</span>'
+        effect = f"{_e(per_seed)}<br><span class=\"note\">{_e(summary)}</span>"
+        extra = []
+        if c.get("regime"):
+            extra.append(f"regime: {_e(c['regime'])}")
+        if c.get("note"):
+            extra.append(_e(c["note"]))
+        verdict = _badge(str(c.get("verdict")))
+        failed = c.get("failed_preconditions")
+        if isinstance(failed, list) and failed:
+            verdict += f'<br><span class="warn">failed: {_e("; ".join(map(str, failed)))}</span>'
+        style = ' style="background:#f6f8fa"' if c.get("headline") else ""
+        rows.append(f"<tr{style}><td>{words}</td><td>{measure}</td><td>{effect}</td>"
+                    f"<td>{_preconditions_html(c.get('preconditions'))}"
+                    + (f'<div class="note">{"<br>".join(extra)}</div>' if extra else "")
+                    + f"</td><td>{verdict}</td></tr>")
+    return ("<h3>Claims, one row each</h3>\n<table>\n<thead><tr><th>the paper's claim</th><th>effect measured</th>"
+            "<th>effect per seed</th><th>preconditions</th><th>verdict</th></tr></thead>\n<tbody>\n"
+            + "\n".join(rows) + "\n</tbody>\n</table>")
 
 
 def _failed_html(area: str, record: dict | None, state: str, problem: str | None) -> str:

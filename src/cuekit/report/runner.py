@@ -24,7 +24,8 @@ QUICK_SCALE = "smoke-scale run (quick, 32 px)"
 FULL_SCALE = "full"
 QUICK_BUDGET_S = 15 * 60
 RUN_FILE = "reproduce.json"  # run-level facts (mode, seeds, total time) for the page
-REQUIRED_KEYS = ("area", "title", "claim", "measured", "verdict", "table", "plots", "seeds", "details")
+REQUIRED_KEYS = ("area", "title", "claim", "measured", "verdict", "table", "plots", "seeds", "details", "claims",
+                 "regime")
 
 
 @dataclasses.dataclass
@@ -140,6 +141,10 @@ def check_result(result: object, area_dir: Path) -> tuple[dict, list[str]]:
     if len(seeds) < 3 and result["verdict"] != "inconclusive":
         raise ValueError(f"verdict {result['verdict']!r} from {len(seeds)} seed(s) breaks the rule "
                          "(fewer than 3 seeds is always inconclusive)")
+    head = experiments.check_claims(result["claims"])
+    if head["verdict"] != result["verdict"]:
+        raise ValueError(f"the area's verdict {result['verdict']!r} is not its headline claim's "
+                         f"({head['id']}: {head['verdict']!r})")
     if "effects" in result and "expected_sign" in result:
         ruled = experiments.verdict(result["effects"], result["expected_sign"])
         if ruled != result["verdict"]:
@@ -183,6 +188,12 @@ def run_area(area: str, module: str, config: ExperimentConfig, scale: str) -> di
     table = record.get("table") or {}
     try:
         write_results(area_dir, record, table.get("columns"), table.get("rows"))
+        if record["status"] == "completed":
+            from cuekit.io import atomic_write_text
+
+            table_file = area_dir / "results.txt"
+            text = table_file.read_text(encoding="utf-8") if table_file.is_file() else ""
+            atomic_write_text(area_dir / "results.txt", claims_text(record["claims"]) + "\n\n" + text)
     except (TypeError, ValueError) as e:  # a result JSON cannot hold
         record = {k: record[k] for k in ("area", "module", "config", "environment", "time_s", "scale",
                                          "finished_at")}
@@ -247,6 +258,10 @@ def run_reproduce(
             if progress:
                 bar.write(f"{area}: {shown} [{format_seconds(rec['time_s'])}, "
                           f"total {format_seconds(time.perf_counter() - t0)}]")
+                for c in rec.get("claims") or []:
+                    role = " (headline)" if c["headline"] else (" (reference)" if c["reference"] else "")
+                    failed = f" - failed: {'; '.join(c['failed_preconditions'])}" if c["failed_preconditions"] else ""
+                    bar.write(f"    {c['id']}{role}: {c['verdict']}{failed}")
     finally:  # an interrupt still leaves a page describing what finished
         bar.close()
         total = time.perf_counter() - t0
@@ -267,9 +282,33 @@ def format_seconds(s: float | None) -> str:
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
 
 
+def claims_rows(claims: Sequence[dict]) -> tuple[list[str], list[list]]:
+    """The claims of one area as a plain table (id, verdict, mean ± s.d. of the effect, failed preconditions)."""
+    rows = []
+    for c in claims:
+        mean, spread = experiments.mean_spread(c["effects"]) if c["effects"] else (float("nan"), float("nan"))
+        role = "headline" if c["headline"] else ("reference" if c["reference"] else "")
+        rows.append([c["id"], role, c["verdict"], f"{mean:+.4g} ± {spread:.2g} (sign {c['expected_sign']:+d})",
+                     "; ".join(c["failed_preconditions"]) or "all met"])
+    return ["claim", "role", "verdict", "effect (mean ± s.d.)", "preconditions"], rows
+
+
+def claims_text(claims: Sequence[dict]) -> str:
+    """claims_rows as text, for results.txt and the terminal."""
+    from cuekit.io import format_table
+
+    return format_table(*claims_rows(claims))
+
+
 def summary_rows(run: ReproduceRun) -> tuple[list[str], list[list]]:
     """The final summary table (area, verdict, time) of a run, for cuekit.io.format_table."""
-    rows = [[a, r["verdict"] if r.get("status") == "completed" else "failed", format_seconds(r.get("time_s"))]
-            for a, r in run.records.items()]
-    rows.append(["total", "", format_seconds(run.total_time_s)])
-    return ["area", "verdict", "time"], rows
+    rows = []
+    for a, r in run.records.items():
+        counts: dict[str, int] = {}
+        for c in r.get("claims") or []:
+            counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+        per_claim = ", ".join(f"{n} {v}" for v, n in counts.items())
+        rows.append([a, r["verdict"] if r.get("status") == "completed" else "failed", per_claim,
+                     format_seconds(r.get("time_s"))])
+    rows.append(["total", "", "", format_seconds(run.total_time_s)])
+    return ["area", "headline verdict", "claims", "time"], rows

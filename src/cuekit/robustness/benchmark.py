@@ -249,21 +249,6 @@ class BenchConfig:
     fgsm_epsilon: float = 2 / 255
 
 
-def _rendered(bundle):
-    """Render procedural splits once into tensors (shared by every regularizer)."""
-    from torch.utils.data import TensorDataset
-
-    out = {}
-    for split in ("train", "val"):
-        ds = getattr(bundle, split)
-        if hasattr(ds, "render_items"):
-            images, labels = ds.render_items(torch.arange(len(ds)))
-            out[split] = TensorDataset(images, labels)
-        else:
-            out[split] = ds
-    return dataclasses.replace(bundle, train=out["train"], val=out["val"])
-
-
 def _val_tensors(bundle) -> tuple[Tensor, Tensor]:
     """The validation split as pixel images (N, C, H, W) in [0, 1] and labels (N,)."""
     ds = bundle.val
@@ -304,13 +289,13 @@ def run_benchmark(cfg: BenchConfig, settings: SuiteSettings | None = None, out_d
     The result holds per-model metrics, CE/mCE against `baseline` (default the first entry), the
     summary table (SUMMARY_COLUMNS) and the plot file names.
     """
-    from cuekit.data.registry import create_dataset
+    from cuekit.data.registry import create_dataset, materialise
 
     settings = settings or SuiteSettings()
     entries = parse_regularizer_list(cfg.regularizers)
     baseline = baseline or entries[0]
     t0 = time.perf_counter()
-    data = _rendered(create_dataset(cfg.data, task=cfg.task, img_size=cfg.img_size, train_size=cfg.train_size,
+    data = materialise(create_dataset(cfg.data, task=cfg.task, img_size=cfg.img_size, train_size=cfg.train_size,
                                     val_size=cfg.val_size, seed=cfg.seed))
     images, labels = _val_tensors(data)
     suite = RobustnessSuite(images, labels, data.mean, data.std, dataclasses.replace(settings, seed=cfg.seed),

@@ -54,12 +54,11 @@ def run_experiment(config: ExperimentConfig) -> dict:
 def _run_seeds(config: ExperimentConfig, sc: dict, seeds: list[int], img: int):
     """Train and evaluate every regularizer for every seed -> per-seed metrics and summary rows."""
     from cuekit.augment.regularizers import build_batch_transform
-    from cuekit.data.registry import create_dataset
+    from cuekit.data.registry import create_dataset, materialise
     from cuekit.robustness.benchmark import (
         RobustnessSuite,
         SmallConvNet,
         SuiteSettings,
-        _rendered,
         _val_tensors,
         corruption_errors,
         summary_row,
@@ -69,7 +68,7 @@ def _run_seeds(config: ExperimentConfig, sc: dict, seeds: list[int], img: int):
     per_seed: dict[int, dict] = {}
     rows_by_seed: dict[int, dict[str, list]] = {}
     for seed in seeds:
-        data = _rendered(create_dataset("dsprites", task="scale", img_size=img, train_size=sc["train_size"],
+        data = materialise(create_dataset("dsprites", task="scale", img_size=img, train_size=sc["train_size"],
                                         val_size=sc["val_size"], seed=seed))
         images, labels = _val_tensors(data)
         settings = SuiteSettings(severities=sc["severities"], preset="cifar", ood=OOD_SETS,
