@@ -10,12 +10,36 @@ import torch
 from cuekit.errors import CuekitError, DataError, UsageError
 
 
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs a cgroup CPU quota allows this container (e.g. `docker --cpus=2`), or None without a quota.
+
+    A quota is invisible to os.cpu_count() and to the affinity mask, so a process that sizes its thread
+    pool by them on a many-core host runs far more threads than it may use, and is throttled.
+    """
+    from pathlib import Path
+
+    base = Path(root)
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        quota, period = (base / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else max(1.0, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int((base / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((base / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else max(1.0, quota / period)
+    except (OSError, ValueError):
+        return None
+
+
 def available_cpus() -> int:
-    """CPU cores this process may run on (the affinity mask where the OS has one)."""
+    """CPU cores this process may use: the affinity mask (where the OS has one), capped by a cgroup quota."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cpus, int(limit))) if limit is not None else cpus
 
 
 @contextlib.contextmanager
@@ -67,7 +91,7 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int = 1, de
         import multiprocessing as mp
 
         if threads is None:
-            threads = max(1, (os.cpu_count() or 1) // workers)
+            threads = max(1, available_cpus() // workers)
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
                                     initializer=_init_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(_guarded, fn, job): i for i, job in enumerate(jobs)}

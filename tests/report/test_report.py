@@ -115,7 +115,11 @@ def test_page_is_built_from_results_on_disk_only(tmp_path, monkeypatch):
     (out / "broken" / "results.json").write_text("{not json")
     atomic_write_json(out / "reproduce.json", {"mode": "quick", "scale": "smoke-scale run (quick, 32 px)",
                                                "seeds": 3, "device": "cpu", "areas": ["alpha"],
-                                               "total_time_s": 1000.0, "budget_s": 900})
+                                               "total_time_s": 1000.0, "budget_s": 900,
+                                               "machine": {"available_cpus": 2, "os_cpu_count": 64,
+                                                           "cgroup_cpu_limit": 2.0, "torch_threads": 2,
+                                                           "speed": {"step_s": 0.02, "relative_speed": 0.5,
+                                                                     "reference_machine": "ref box"}}})
     html = write_index(out).read_text()
     page = parse_page(html)
     text = page.page_text
@@ -141,6 +145,9 @@ def test_page_is_built_from_results_on_disk_only(tmp_path, monkeypatch):
     assert "Smoke-scale run (quick, 32 px)" in text
     assert "1 min 15 s" in text and "16 min 40 s" in text and "OVER budget" in text
     assert "torch 9.9" in text
+    # the machine line: usable CPUs under a quota, and the time this run would take on the reference machine
+    assert "2 CPU(s) usable (os.cpu_count 64, cgroup quota 2.0)" in text and "0.50x the speed" in text
+    assert "would take about 8 min 20 s there" in text
 
 
 def test_failed_area_and_few_seeds_are_shown(tmp_path, monkeypatch):

@@ -51,6 +51,14 @@ def run_experiment(config):
 """
 
 
+@pytest.fixture(autouse=True)
+def quick_calibration(monkeypatch):
+    """The machine calibration is tested in tests/test_parallel.py; here it need not take a second."""
+    from cuekit.report import calibration
+
+    monkeypatch.setattr(calibration, "calibration_workload", lambda: 0.01)
+
+
 @pytest.fixture
 def areas(tmp_path, monkeypatch):
     """Make fake area modules importable; returns a function name -> module name for a source text."""

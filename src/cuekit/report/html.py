@@ -165,6 +165,25 @@ def _meta_html(record: dict) -> str:
     return f'<p class="note">{_e(" · ".join(items))}</p>'
 
 
+def _machine_html(machine: Any, total: Any) -> str:
+    """CPUs, threads and the calibration speed against the machine the quick budget was set on."""
+    if not isinstance(machine, dict):
+        return ""
+    speed = machine.get("speed") if isinstance(machine.get("speed"), dict) else {}
+    items = [f"{machine.get('available_cpus', 'n/a')} CPU(s) usable (os.cpu_count {machine.get('os_cpu_count')}, "
+             f"cgroup quota {machine.get('cgroup_cpu_limit') or 'none'})",
+             f"{machine.get('torch_threads', 'n/a')} torch thread(s)"]
+    step = speed.get("step_s")
+    if isinstance(step, (int, float)):
+        items.append(f"calibration step {1000 * step:.1f} ms")
+    rel = speed.get("relative_speed")
+    if isinstance(rel, (int, float)) and rel > 0:
+        items.append(f"{rel:.2f}x the speed of the reference machine ({speed.get('reference_machine')})")
+        if isinstance(total, (int, float)):
+            items.append(f"this run would take about {_seconds(total * rel)} there")
+    return f'<p class="note">Machine: {_e(" · ".join(items))}</p>'
+
+
 def _completed_html(area: str, record: dict, area_dir: Path) -> str:
     verdict = record["verdict"]
     out = [f'<h2>{_e(record.get("title") or area)} {_badge(verdict)}</h2>',
@@ -319,6 +338,7 @@ def render_index(out_dir: str | Path) -> str:
         if isinstance(budget, (int, float)) and isinstance(total, (int, float)):
             line += f" (quick-mode budget {_seconds(budget)}: {'within' if total <= budget else 'OVER'} budget)"
         body.append(f"<p><strong>{_e(line)}</strong></p>")
+        body.append(_machine_html(run.get("machine"), total))
         if isinstance(seeds, int) and seeds < 3:
             body.append(f'<p class="warn">This run used {seeds} seed(s), fewer than 3: by the rule every '
                         "verdict from it is inconclusive.</p>")

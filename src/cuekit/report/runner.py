@@ -102,6 +102,26 @@ def make_config(area_dir: Path, *, quick: bool, seeds: int, device: str, workers
                             img_size=32 if quick else 64, device=device, workers=workers, progress=progress)
 
 
+def machine_facts() -> dict:
+    """CPUs usable (affinity and cgroup quota), torch threads, and the calibration speed of this machine.
+
+    Torch sizes its thread pool by the host's cores; under a container CPU quota that oversubscribes the
+    quota, so the thread count is capped at the usable CPUs first.
+    """
+    import os
+
+    import torch
+
+    from cuekit.parallel import available_cpus, cgroup_cpu_limit
+    from cuekit.report.calibration import machine_speed
+
+    cpus = available_cpus()
+    if torch.get_num_threads() > cpus:
+        torch.set_num_threads(cpus)
+    return {"os_cpu_count": os.cpu_count(), "available_cpus": cpus, "cgroup_cpu_limit": cgroup_cpu_limit(),
+            "torch_threads": torch.get_num_threads(), "speed": machine_speed()}
+
+
 def _relative_plot(plot: object, area_dir: Path) -> str:
     """A plot name as a POSIX path relative to the area folder (absolute paths inside it are accepted)."""
     if not isinstance(plot, (str, Path)):
@@ -234,6 +254,12 @@ def run_reproduce(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scale = QUICK_SCALE if quick else FULL_SCALE
+    machine = machine_facts()
+    if progress:
+        rel = machine["speed"]["relative_speed"]
+        print(f"machine: {machine['available_cpus']} CPU(s) usable, {machine['torch_threads']} torch thread(s); "
+              f"calibration step {1000 * machine['speed']['step_s']:.1f} ms"
+              + (f" ({rel:.2f}x the reference machine's speed)" if rel else ""), flush=True)
     started, t0 = _now(), time.perf_counter()
     records: dict[str, dict] = {}
 
@@ -243,7 +269,7 @@ def run_reproduce(
             "finished_areas": list(records), "seeds": seeds, "device": dev, "workers": workers,
             "img_size": 32 if quick else 64, "total_time_s": total, "started_at": started,
             "finished_at": _now(), "budget_s": QUICK_BUDGET_S if quick else None,
-            "environment": environment(),
+            "environment": environment(), "machine": machine,
         })
 
     bar = tqdm(chosen, desc="reproduce", unit="area", disable=not progress or not chosen)
