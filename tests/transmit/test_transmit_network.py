@@ -242,3 +242,31 @@ def test_overlap_mode_infers_on_stage_s_before_part_s1_arrives(tmp_path):
         requested_n = client_n.events("request")
         for s in range(7):
             assert requested_n[s + 1] >= ends_n[s]  # without overlap: strictly after inference
+
+
+def test_round_trip_delay_is_added_to_every_request(packages):
+    async def main():
+        timings = {}
+        for rtt in (0.0, 0.15):
+            srv = await start_server(packages, rtt=rtt)
+            try:
+                t0 = time.perf_counter()
+                for _ in range(2):
+                    status, _, _ = await raw_get(srv.port, "/small/manifest.json")
+                    assert status == 200
+                timings[rtt] = time.perf_counter() - t0
+            finally:
+                await srv.stop()
+        return timings
+
+    timings = run_async(main(), 30)
+    assert timings[0.15] >= 2 * 0.15  # two requests, two round trips
+    assert timings[0.0] < timings[0.15]
+
+
+def test_a_negative_round_trip_delay_is_refused(packages):
+    from cuekit.errors import UsageError
+    from cuekit.transmit.server import create_app
+
+    with pytest.raises(UsageError, match="round-trip"):
+        create_app(packages, rtt=-1.0)

@@ -33,12 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve", help="serve package folders over HTTP (Range, ETag, optional rate limit)",
         description="Serve every package below DIR (DIR itself or DIR/<name>/ holding a manifest.json) to any "
         "number of clients at once. GET / lists the packages. Supports HTTP Range and ETag; paths outside DIR "
-        "are refused. --rate-mbit limits each transfer, to demonstrate slow links. Stop with Ctrl-C.",
+        "are refused. --rate-mbit limits each transfer and --rtt-ms delays each answer, to demonstrate slow links. "
+        "Stop with Ctrl-C.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sv.add_argument("dir", help="folder of packages")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--rate-mbit", type=float, default=None, help="rate limit per transfer in Mbit/s (default: none)")
+    sv.add_argument("--rtt-ms", type=float, default=0.0,
+                    help="milliseconds every request waits before its answer, to simulate a link's round-trip time")
     sv.set_defaults(func=_serve)
 
     ft = g.add_parser(
@@ -95,8 +98,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.rate_mbit is not None and args.rate_mbit <= 0:
         raise UsageError(f"--rate-mbit must be positive, got {args.rate_mbit}")
+    if not args.rtt_ms >= 0:
+        raise UsageError(f"--rtt-ms must be 0 or more, got {args.rtt_ms}")
     rate = args.rate_mbit * 1e6 / 8 if args.rate_mbit else None
-    serve_forever(args.dir, args.host, args.port, rate)
+    serve_forever(args.dir, args.host, args.port, rate, rtt=args.rtt_ms / 1000)
     return 0
 
 

@@ -32,6 +32,7 @@ STATS_KEY = web.AppKey("cuekit_transmit_stats", dict)
 ROOT_KEY = web.AppKey("cuekit_transmit_root", Path)
 RATE_KEY = web.AppKey("cuekit_transmit_rate", object)     # float bytes/s or None
 CHUNK_KEY = web.AppKey("cuekit_transmit_chunk", int)
+DELAY_KEY = web.AppKey("cuekit_transmit_delay", float)   # seconds added before each response (a simulated RTT)
 
 
 def find_packages(root: Path) -> list[str]:
@@ -97,6 +98,8 @@ def _record(request: web.Request, status: int, start: int, sent: int) -> None:
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
+    if request.app[DELAY_KEY] > 0:  # the request's way in and the first byte's way back
+        await asyncio.sleep(request.app[DELAY_KEY])
     root: Path = request.app[ROOT_KEY]
     rel = request.match_info.get("path", "")
     target = _safe_target(root, rel, request.raw_path)
@@ -165,18 +168,23 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def create_app(root: str | Path, rate_limit: float | None = None, chunk_size: int = DEFAULT_CHUNK) -> web.Application:
-    """The aiohttp application serving `root`; rate_limit in bytes per second per response (None: no limit)."""
+def create_app(root: str | Path, rate_limit: float | None = None, chunk_size: int = DEFAULT_CHUNK,
+               rtt: float = 0.0) -> web.Application:
+    """The aiohttp application serving `root`; rate_limit in bytes per second per response (None: no limit);
+    rtt: seconds every response waits before its first byte, to simulate a link's round-trip time."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise UsageError(f"cannot serve {root}: not a folder")
     if rate_limit is not None and rate_limit <= 0:
         raise UsageError(f"the rate limit must be positive, got {rate_limit}")
+    if not rtt >= 0:
+        raise UsageError(f"the round-trip delay must be 0 or more seconds, got {rtt}")
     app = web.Application()
     app[ROOT_KEY] = root
     app[STATS_KEY] = {"requests": 0, "bytes_sent": 0, "recent": collections.deque(maxlen=10000)}
     app[RATE_KEY] = rate_limit
     app[CHUNK_KEY] = int(chunk_size)
+    app[DELAY_KEY] = float(rtt)
     app.router.add_get("/{path:.*}", _handle)
     return app
 
@@ -206,12 +214,14 @@ class RunningServer:
 
 
 async def start_server(root: str | Path, host: str = "127.0.0.1", port: int = 0, rate_limit: float | None = None,
-                       chunk_size: int = DEFAULT_CHUNK, shutdown_timeout: float = 0.5) -> RunningServer:
+                       chunk_size: int = DEFAULT_CHUNK, shutdown_timeout: float = 0.5,
+                       rtt: float = 0.0) -> RunningServer:
     """Start serving `root` on host:port (port 0: a free port) in the running event loop.
 
-    shutdown_timeout: seconds `stop()` lets transfers in progress go on before cutting them.
+    shutdown_timeout: seconds `stop()` lets transfers in progress go on before cutting them; rtt: seconds
+    added before every response (a simulated round trip).
     """
-    app = create_app(root, rate_limit=rate_limit, chunk_size=chunk_size)
+    app = create_app(root, rate_limit=rate_limit, chunk_size=chunk_size, rtt=rtt)
     # aiohttp reads a timeout <= 0 as "wait forever" for transfers in progress
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=max(float(shutdown_timeout), 0.001))
     await runner.setup()
@@ -237,8 +247,8 @@ class ServerThread:
     """
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, rate_limit: float | None = None,
-                 chunk_size: int = DEFAULT_CHUNK, start_timeout: float = 20.0):
-        self.root, self.host, self.port, self.rate_limit = root, host, port, rate_limit
+                 chunk_size: int = DEFAULT_CHUNK, start_timeout: float = 20.0, rtt: float = 0.0):
+        self.root, self.host, self.port, self.rate_limit, self.rtt = root, host, port, rate_limit, rtt
         self.chunk_size, self.start_timeout = chunk_size, start_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -252,7 +262,7 @@ class ServerThread:
         asyncio.set_event_loop(loop)
         try:
             self._server = loop.run_until_complete(start_server(
-                self.root, self.host, self.port, self.rate_limit, self.chunk_size))
+                self.root, self.host, self.port, self.rate_limit, self.chunk_size, rtt=self.rtt))
         except BaseException as e:  # reported to the starting thread
             self._error = e
             self._ready.set()
@@ -300,14 +310,16 @@ class ServerThread:
         self.stop()
 
 
-def serve_forever(root: str | Path, host: str = "127.0.0.1", port: int = 8000, rate_limit: float | None = None) -> None:
+def serve_forever(root: str | Path, host: str = "127.0.0.1", port: int = 8000, rate_limit: float | None = None,
+                  rtt: float = 0.0) -> None:
     """Serve until interrupted (Ctrl-C), printing the URL of each package."""
 
     async def main() -> None:
-        server = await start_server(root, host, port, rate_limit)
+        server = await start_server(root, host, port, rate_limit, rtt=rtt)
         base = server.url
         packages = find_packages(Path(root).resolve())
         limit = f", rate limit {rate_limit * 8 / 1e6:g} Mbit/s per transfer" if rate_limit else ""
+        limit += f", {rtt * 1000:g} ms added round trip per request" if rtt else ""
         print(f"serving {len(packages)} package(s) from {root} at {base}{limit} (Ctrl-C to stop)", flush=True)
         for name in packages:
             print(f"  {base}{name + '/' if name else ''}", flush=True)
