@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 
+from cuekit.errors import UsageError
 from cuekit.relabel.pooling import (
     RandomResizedCropWithBox,
     label_pooling,
@@ -52,7 +53,7 @@ def test_left_and_right_crops_get_their_class_and_flips_swap_them(mode):
 def test_topk_target_sums_to_one_and_has_no_mass_outside_the_stored_classes():
     scores, indices = half_map()
     t = label_pooling(scores.expand(2, -1, -1, -1), indices.expand(2, -1, -1, -1),
-                      boxes([0.0, 0.0, 0.3, 1.0], [0.0, 0.0, 1.0, 1.0]), C)
+                      boxes([0.0, 0.0, 0.3, 1.0], [0.0, 0.0, 1.0, 1.0]), C, mode="topk")
     assert torch.allclose(t.sum(1), torch.ones(2))
     # a crop inside the left half: only the left cells' classes {LEFT, 0, 1} may get mass
     allowed_left = torch.zeros(C, dtype=torch.bool)
@@ -118,7 +119,7 @@ def test_random_resized_crop_returns_the_box_of_the_pixels_it_cut():
     assert out[0, 0, 0] > out[0, 0, -1]  # mirrored
 
 
-def test_cutmix_pools_the_pasted_box_from_the_partner_map():
+def test_cutmix_box_target_pools_the_pasted_box_from_the_partner_map():
     scores, indices = half_map()
     b = 2
     s = torch.cat([scores, scores])
@@ -126,8 +127,33 @@ def test_cutmix_pools_the_pasted_box_from_the_partner_map():
     # image 0 is a crop of the left half, image 1 of the right half
     bx = boxes([0.0, 0.0, 0.45, 1.0], [0.55, 0.0, 1.0, 1.0])
     images = torch.stack([torch.zeros(3, 16, 16), torch.ones(3, 16, 16)])
-    mixed, t = relabel_cutmix(images, s, i, bx, torch.zeros(b, dtype=torch.bool), C, alpha=1.0, rng=3)
+    mixed, t = relabel_cutmix(images, s, i, bx, torch.zeros(b, dtype=torch.bool), C, alpha=1.0, rng=3, mode="topk",
+                              partner_target="box")
     assert torch.allclose(t.sum(1), torch.ones(b), atol=1e-6)
     pasted = (mixed[0, 0] == 1).float().mean().item()  # fraction of image 0 from image 1
     assert 0 < pasted < 1
     assert abs(t[0, RIGHT].item() - pasted) < 0.05 and abs(t[0, LEFT].item() - (1 - pasted)) < 0.05
+
+
+def test_cutmix_default_is_the_papers_recipe_area_mixed_whole_crop_targets():
+    scores, indices = half_map()
+    s, i = torch.cat([scores, scores]), torch.cat([indices, indices])
+    bx = boxes([0.0, 0.0, 0.45, 1.0], [0.55, 0.0, 1.0, 1.0])
+    flips = torch.zeros(2, dtype=torch.bool)
+    images = torch.stack([torch.zeros(3, 16, 16), torch.ones(3, 16, 16)])
+    mixed, t = relabel_cutmix(images, s, i, bx, flips, C, alpha=1.0, rng=3)
+    own = label_pooling(s, i, bx, C, flips)  # the whole-crop targets, in the default (original) mode
+    pasted = (mixed[0, 0] == 1).float().mean().item()
+    assert 0 < pasted < 1
+    assert torch.allclose(t[0], (1 - pasted) * own[0] + pasted * own[1], atol=1e-6)
+    assert torch.allclose(t[1], (1 - pasted) * own[1] + pasted * own[0], atol=1e-6)
+    with pytest.raises(UsageError, match="partner_target"):
+        relabel_cutmix(images, s, i, bx, flips, C, partner_target="whole")
+
+
+def test_the_default_target_is_the_papers_softmax_over_all_classes():
+    scores, indices = half_map()
+    box = boxes([0.0, 0.0, 0.3, 1.0])
+    default = label_pooling(scores, indices, box, C)
+    assert torch.equal(default, label_pooling(scores, indices, box, C, mode="original"))
+    assert (default > 0).all()  # unstored classes are filled, so every class gets a little mass

@@ -40,6 +40,11 @@ def test_relabel_batches_pool_each_crop_from_its_own_map(tmp_path):
     scores = torch.stack([store[i][0] for i in range(12)])
     ids = torch.stack([store[i][1] for i in range(12)])
     assert torch.allclose(y, label_pooling(scores, ids, boxes, 5, flips), atol=1e-6)
+    # the global control: every crop gets its whole image's label, whatever the crop and flip
+    _, g = ReLabelTargets(5, 3, (4, 4), localized=False)(torch.stack(crops), torch.stack(packed))
+    whole = label_pooling(scores, ids, torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(12, 4), 5)
+    assert torch.allclose(g, whole, atol=1e-6)
+    assert not torch.allclose(g, y, atol=1e-3)  # the crops' own targets differ from the images' global ones
 
 
 def test_train_with_relabel_runs_on_the_engine(tmp_path):

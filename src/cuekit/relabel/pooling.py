@@ -89,14 +89,15 @@ def _check_maps(scores: Tensor, indices: Tensor, boxes: Tensor) -> None:
 
 
 def label_pooling(scores: Tensor, indices: Tensor, boxes: Tensor, num_classes: int, flips: Tensor | None = None,
-                  mode: str = "topk", temperature: float = 1.0, return_logits: bool = False) -> Tensor:
+                  mode: str = "original", temperature: float = 1.0, return_logits: bool = False) -> Tensor:
     """Soft targets (B, num_classes) of crops `boxes` (B, 4) from top-k label maps.
 
     scores: (B, K, h, w) float teacher scores; indices: (B, K, h, w) int class ids.
-    mode "topk": the softmax runs over the classes stored in the cells the box touches (the mask
-    is applied after pooling), every other class gets exactly 0. mode "original": the original
-    code's target, softmax over all classes of the zero-filled pooled map (a little uniform mass
-    leaks to every class). return_logits: the pooled scores (B, num_classes) instead.
+    mode "original" (the paper's, the default): softmax over all classes of the pooled map, whose
+    unstored classes are filled with 0 (a little uniform mass goes to every class). mode "topk":
+    the softmax runs over the classes stored in the cells the box touches (the mask is applied
+    after pooling), every other class gets exactly 0. return_logits: the pooled scores
+    (B, num_classes) instead.
     """
     _check_maps(scores, indices, boxes)
     if mode not in ("topk", "original"):
@@ -215,17 +216,23 @@ class RandomResizedCropWithBox:
         return crop, box, flipped
 
 
+CUTMIX_PARTNER_TARGETS = ("crop", "box")
+
+
 def relabel_cutmix(images: Tensor, scores: Tensor, indices: Tensor, boxes: Tensor, flips: Tensor,
                    num_classes: int, alpha: float = 1.0, rng: np.random.Generator | int | None = None,
-                   mode: str = "topk") -> tuple[Tensor, Tensor]:
-    """CutMix with ReLabel targets: the pasted box is pooled from the other image's label map.
+                   mode: str = "original", partner_target: str = "crop") -> tuple[Tensor, Tensor]:
+    """CutMix with ReLabel targets, mixed by the pasted area.
 
     images: (B, C, S, S) crops; scores/indices: (B, K, h, w) their label maps; boxes (B, 4) and
     flips (B,) the crops' boxes as from RandomResizedCropWithBox. One lambda ~ Beta(alpha, alpha)
     and a permutation per batch (as CutMix). Returns the mixed images and targets (B, C):
-    (1 - lam) * pool(own map, own crop) + lam * pool(partner's map, the pasted box inside the
-    partner's crop), lam the pasted area fraction. (The original mixed the whole-crop targets.)
+    (1 - lam) * pool(own map, own crop) + lam * partner, lam the pasted area fraction, where
+    partner is pool(partner's map, partner's whole crop) for partner_target "crop" (the paper's
+    recipe, the default) or pool(partner's map, the pasted box inside the partner's crop) for "box".
     """
+    if partner_target not in CUTMIX_PARTNER_TARGETS:
+        raise UsageError(f"partner_target must be one of {CUTMIX_PARTNER_TARGETS}, got {partner_target!r}")
     b, _, hh, ww = images.shape
     from cuekit.augment.mix import as_rng
 
@@ -243,6 +250,8 @@ def relabel_cutmix(images: Tensor, scores: Tensor, indices: Tensor, boxes: Tenso
     own = label_pooling(scores, indices, boxes, num_classes, flips, mode=mode)
     if pasted == 0:
         return mixed, own
+    if partner_target == "crop":
+        return mixed, (1 - pasted) * own + pasted * own[perm]
     pb = boxes[perm].float()
     rel = torch.tensor([x1 / ww, y1 / hh, x2 / ww, y2 / hh], device=pb.device)
     sub = torch.stack([pb[:, 0] + rel[0] * (pb[:, 2] - pb[:, 0]), pb[:, 1] + rel[1] * (pb[:, 3] - pb[:, 1]),

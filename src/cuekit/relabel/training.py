@@ -77,23 +77,31 @@ class ReLabelDataset(Dataset):
 class ReLabelTargets:
     """Batch transform (x, packed) -> (x, soft targets (B, num_classes)) by batched LabelPooling.
 
-    mode: "topk" (softmax over the stored classes only) or "original"; cutmix_alpha: if set,
-    CutMix with the pasted box pooled from the partner's label map.
+    mode: "original" (the paper's softmax over all classes, the default) or "topk" (over the stored
+    classes only); cutmix_alpha: if set, CutMix with area-mixed targets, the partner's target pooled
+    over its whole crop ("crop", the paper's) or over the pasted box ("box"); localized=False pools
+    every crop's target over the whole image instead of the crop: the image's global multi-label
+    (the teacher's whole-image soft label, i.e. plain distillation from stored maps), the control
+    that differs from ReLabel only in the localisation.
     """
 
-    def __init__(self, num_classes: int, topk: int, map_size: Sequence[int], mode: str = "topk",
-                 cutmix_alpha: float | None = None, seed: int = 0):
+    def __init__(self, num_classes: int, topk: int, map_size: Sequence[int], mode: str = "original",
+                 cutmix_alpha: float | None = None, seed: int = 0, partner_target: str = "crop",
+                 localized: bool = True):
         self.num_classes, self.topk, self.map_size = num_classes, topk, tuple(map_size)
         self.mode, self.cutmix_alpha = mode, cutmix_alpha
+        self.partner_target, self.localized = partner_target, localized
         import numpy as np
 
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, x: Tensor, packed: Tensor) -> tuple[Tensor, Tensor]:
         boxes, flips, scores, indices = unpack(packed, self.topk, self.map_size)
+        if not self.localized:  # the whole image, in any frame: a full box is its own mirror image
+            boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=boxes.device).expand_as(boxes)
         if self.cutmix_alpha:
             return relabel_cutmix(x, scores, indices, boxes, flips, self.num_classes, self.cutmix_alpha,
-                                  rng=self.rng, mode=self.mode)
+                                  rng=self.rng, mode=self.mode, partner_target=self.partner_target)
         return x, label_pooling(scores, indices, boxes, self.num_classes, flips, mode=self.mode)
 
 
@@ -129,8 +137,8 @@ def _folder_train(train: Dataset) -> tuple[list[tuple[str, int]], Path] | None:
     return None
 
 
-def relabel_training(cfg, relabel_dir: str | Path, mode: str = "topk", cutmix_alpha: float | None = None,
-                     scale: tuple[float, float] = (0.08, 1.0)):
+def relabel_training(cfg, relabel_dir: str | Path, mode: str = "original", cutmix_alpha: float | None = None,
+                     scale: tuple[float, float] = (0.08, 1.0), partner_target: str = "crop"):
     """For `cuekit train --relabel DIR`: -> (DataBundle with ReLabel crops as its train split, batch transform).
 
     cfg: the TrainConfig (its data, task, sizes and seed build the dataset). Built-in data is matched
@@ -172,5 +180,5 @@ def relabel_training(cfg, relabel_dir: str | Path, mode: str = "topk", cutmix_al
         probe = maps.get(samples[0][0])[0]
         topk, map_size = probe.shape[0], tuple(probe.shape[1:])
     transform = ReLabelTargets(bundle.num_classes, topk, map_size, mode=mode, cutmix_alpha=cutmix_alpha,
-                               seed=cfg.seed)
+                               seed=cfg.seed, partner_target=partner_target)
     return dataclasses.replace(bundle, train=train), transform

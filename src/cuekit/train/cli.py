@@ -42,14 +42,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "videomix-st, video-mixup, frame-cutmix (ls means --label-smoothing 0.1 unless that is given)")
     p.add_argument("--relabel", default=None, metavar="DIR", help="train on ReLabel soft targets: label maps from "
                    "`cuekit relabel generate` (or the original release's folder), random crops + LabelPooling")
-    p.add_argument("--relabel-mode", default="topk", choices=["topk", "original"],
-                   help="softmax over the stored top-k classes only, or the original code's over all classes")
+    p.add_argument("--relabel-mode", default="original", choices=["original", "topk"],
+                   help="the paper's softmax over all classes (unstored ones filled with 0), or over the stored "
+                   "top-k classes only")
     p.add_argument("--relabel-cutmix", type=float, default=None, metavar="ALPHA",
-                   help="CutMix with ReLabel: the pasted box pooled from the other image's map")
+                   help="CutMix with ReLabel: targets mixed by the pasted area")
+    p.add_argument("--relabel-cutmix-target", default="crop", choices=["crop", "box"],
+                   help="the pasted part's target: the partner's whole-crop target (the paper's recipe) or the "
+                   "partner's map pooled over the pasted box")
     p.add_argument("--clip-grad", type=_optional_float, default=d.clip_grad, help="max gradient norm")
     p.add_argument("--amp", default=d.amp, choices=["auto", "on", "off"], help="mixed precision (auto: on for CUDA)")
     p.add_argument("--accum-steps", type=int, default=d.accum_steps, help="gradient accumulation steps")
     p.add_argument("--ema-decay", type=_optional_float, default=d.ema_decay, help="EMA of weights, e.g. 0.999")
+    p.add_argument("--teacher", default=None, metavar="CKPT",
+                   help="DeiT hard distillation for a model with a distillation head (pit_*_distilled): a trained "
+                   "classifier checkpoint (model.safetensors of `cuekit train` or `cuekit models convert`) whose "
+                   "argmax trains the distillation head; the class head learns the labels (loss 0.5 + 0.5). "
+                   "Without it both heads learn the labels")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="runs/train", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -106,7 +115,8 @@ def _train(args: argparse.Namespace) -> int:
         from cuekit.relabel.training import relabel_training
 
         data, batch_transform = relabel_training(cfg, args.relabel, mode=args.relabel_mode,
-                                                 cutmix_alpha=args.relabel_cutmix)
+                                                 cutmix_alpha=args.relabel_cutmix,
+                                                 partner_target=args.relabel_cutmix_target)
     res = train(cfg, data=data, batch_transform=batch_transform)
     if res.history:
         cols = ["epoch", "train_loss", "val_loss", "val_acc"]
