@@ -13,6 +13,7 @@ from cuekit.rank.study import (
     effective_rank,
     numerical_rank,
     random_block,
+    random_block_vectors,
     run_rank_study,
     singular_values,
     tolerance_value,
@@ -116,3 +117,31 @@ def test_thread_setting_is_restored():
     run_rank_study(RankStudyConfig(blocks=("conv1x1",), nonlinearities=("linear",), ratios=(1.0,), networks=1,
                                    d_out_range=(4, 4), inputs=("gaussian",), sample_factors=(2.0,), depths=(1,)))
     assert torch.get_num_threads() == before
+
+
+def test_vector_path_equals_the_conv_path_on_1x1_maps():
+    """spatial = 1 runs the blocks as matrix products; a 1x1 conv on 1x1 maps gives the same numbers."""
+    fns = [NONLINEARITIES["linear"], NONLINEARITIES["silu"]]
+    g, d_in, d_out, n = 3, 4, 9, 30
+    x = torch.randn(n, 1, g * d_in, 1, 1).expand(n, 2, g * d_in, 1, 1).contiguous()
+    conv = random_block("conv1x1", x, d_out, fns, torch.Generator().manual_seed(5), networks=g)  # (n, K, G*d_out, 1, 1)
+    xv = x.flatten(2).permute(1, 2, 0).unflatten(1, (g, d_in))  # (K, G, d_in, N)
+    vec = random_block_vectors("conv1x1", xv, d_out, fns, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(vec, conv.flatten(2).permute(1, 2, 0).unflatten(1, (g, d_out)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", ["conv1x1", "conv3x3", "ib_conv3x3", "ib_dw3x3"])
+def test_vector_path_linear_rank_and_expansion_cap(block):
+    gen = torch.Generator().manual_seed(1)
+    feats = block_output_features(block, ["linear", "relu"], 3, 24, n_samples=96, spatial=1, expansion=2, gen=gen,
+                                  networks=2)
+    assert feats.shape == (2, 2, 24, 96)
+    ranks = numerical_rank(singular_values(feats), tolerance_value("fp32", 24, 96))
+    if block.startswith("ib"):
+        # BatchNorm centres the branch and the shortcut adds the uncentred input: d_in + 1 directions
+        assert (ranks[0] == 3 + 1).all()
+    else:
+        assert (ranks[0] == 3).all()  # Linear keeps rank d_in: at 1x1 maps a 3x3 conv sees only d_in inputs
+    assert (ranks[1] > 4).all()
+    if block.startswith("ib"):
+        assert (ranks <= (2 + 1) * 3).all()  # hidden = 2 d_in, plus the shortcut

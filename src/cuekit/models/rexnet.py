@@ -307,6 +307,101 @@ def stagewise_scale_to_params(target_params: int, stem_channels: int, pen_channe
     return dict(stagewise_config(best, stem_channels, pen_channels, **kw), scale=best)
 
 
+def _conv_out(size: int, stride: int) -> int:
+    """Output side of a 3x3 conv with padding 1."""
+    return (size + 2 - 3) // stride + 1
+
+
+def config_macs(cfg: dict, img_size: int, num_classes: int = 1000, in_chans: int = 3) -> int:
+    """Multiply-accumulates of `ReXNet(**cfg)` on one (in_chans, img_size, img_size) image, from the config alone.
+
+    Counts what `cuekit.models.complexity.count_macs` counts: convolutions (SE's included) and the classifier;
+    BatchNorm, activations, pooling and the residual additions are not counted.
+    """
+    stem = cfg["stem_channels"]
+    side = _conv_out(img_size, cfg.get("stem_stride", 2))
+    total = side * side * stem * in_chans * 9
+    prev = stem
+    reduction = cfg.get("se_reduction", 12)
+    for c, t, se, stride in zip(cfg["block_channels"], cfg["expansions"], cfg["se"], cfg["strides"]):
+        hidden = prev * t
+        if t != 1:
+            total += side * side * prev * hidden
+        side = _conv_out(side, stride)
+        total += side * side * hidden * 9
+        if se:
+            total += 2 * hidden * (hidden // reduction)
+        total += side * side * hidden * c
+        prev = c
+    pen = cfg["pen_channels"]
+    total += side * side * prev * pen
+    head = cfg.get("head_channels")
+    total += pen * num_classes if head is None else pen * head + head * num_classes
+    return total
+
+
+def linear_config(intercept: float, slope: float, stem_channels: int, pen_channels: int,
+                  layers: Sequence[int] = STAGE_LAYERS, use_se: bool = True) -> dict:
+    """ReXNet's blocks with widths c_i = round(intercept + slope * i) (the paper's c_i = a f(i) + b, f(i) = i)."""
+    n_blocks = sum(layers)
+    channels = [max(1, int(round(intercept + slope * i))) for i in range(n_blocks)]
+    return dict(
+        stem_channels=stem_channels, block_channels=channels, pen_channels=pen_channels,
+        strides=_block_strides(layers, STAGE_STRIDES), expansions=[1] * layers[0] + [6] * sum(layers[1:]),
+        se=_per_block(STAGE_SE, layers) if use_se else [False] * n_blocks,
+    )
+
+
+def linear_match_cost(target_params: int, target_macs: int, img_size: int, stem_channels: int, pen_channels: int,
+                      num_classes: int = 1000, layers: Sequence[int] = STAGE_LAYERS, stem_stride: int = 2,
+                      use_se: bool = True) -> dict:
+    """The linear-width config whose parameters AND MACs are closest to the targets (two knobs: intercept, slope).
+
+    For a given intercept the slope is bisected to the parameter target; the intercept is bisected so that
+    the MACs on that equal-parameter curve meet the MAC target (a larger intercept moves width into the early,
+    high-resolution blocks, which cost more MACs per parameter). The widths are integers, so a last search
+    over nearby (intercept, slope) pairs keeps the one with the smallest max(|params error|, |MACs error|).
+    Returns the config plus `intercept`, `slope`, `params`, `macs`, `params_error`, `macs_error` (relative).
+    """
+    def build(b: float, a: float) -> dict:
+        return dict(linear_config(b, a, stem_channels, pen_channels, layers, use_se), stem_stride=stem_stride)
+
+    def cost(b: float, a: float) -> tuple[int, int]:
+        cfg = build(b, a)
+        return config_params(cfg, num_classes), config_macs(cfg, img_size, num_classes)
+
+    def slope_for_params(b: float) -> float:
+        lo, hi = 0.0, 1.0
+        while cost(b, hi)[0] < target_params and hi < 1e4:
+            hi *= 2
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if cost(b, mid)[0] < target_params else (lo, mid)
+        return (lo + hi) / 2
+
+    b_lo, b_hi = 1.0, 2.0
+    while cost(b_hi, slope_for_params(b_hi))[1] < target_macs and cost(b_hi, 0.0)[0] < target_params:
+        b_hi *= 2
+    for _ in range(30):
+        mid = (b_lo + b_hi) / 2
+        if cost(mid, slope_for_params(mid))[1] < target_macs:
+            b_lo = mid
+        else:
+            b_hi = mid
+    b0 = (b_lo + b_hi) / 2
+    a0 = slope_for_params(b0)
+
+    def error(b: float, a: float) -> float:
+        p, m = cost(b, a)
+        return max(abs(p / target_params - 1), abs(m / target_macs - 1))
+
+    candidates = [(b0 + db / 8, a0 + da / 100) for db in range(-8, 9) for da in range(-50, 51)]
+    best_b, best_a = min(((b, a) for b, a in candidates if b >= 1 and a >= 0), key=lambda ba: error(*ba))
+    params, macs = cost(best_b, best_a)
+    return dict(build(best_b, best_a), intercept=best_b, slope=best_a, params=params, macs=macs,
+                params_error=params / target_params - 1, macs_error=macs / target_macs - 1)
+
+
 # ---- timm <-> official key names ----------------------------------------------------------------
 
 _TIMM_BLOCK = re.compile(r"^features\.(\d+)\.(conv_exp|conv_dw|conv_pwl|se)\.(\w+)\.(.+)$")
@@ -401,7 +496,7 @@ _register("rexnet_stagewise_tiny", _tiny_stagewise_config,
           "(the paper's channel-configuration baseline; not in the paper)", 32, key_remap=rexnet_key_remap)
 
 __all__ = [
-    "LinearBottleneck", "MOBILENETV2_STAGE_CHANNELS", "ReXNet", "SqueezeExcite", "config_params", "make_divisible",
-    "rexnet_config",
+    "LinearBottleneck", "MOBILENETV2_STAGE_CHANNELS", "ReXNet", "SqueezeExcite", "config_macs", "config_params",
+    "linear_config", "linear_match_cost", "make_divisible", "rexnet_config",
     "rexnet_key_remap", "rexnet_lite_config", "stagewise_config", "stagewise_scale_to_params",
 ]

@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="range of the random output width (default 32 128; 16 48 with --quick)")
     p.add_argument("--expansion", type=int, default=None,
                    help="inverted-bottleneck hidden width = EXPANSION * d_in (default: d_out)")
+    p.add_argument("--spatial", type=int, default=8,
+                   help="H = W of the random inputs; each output pixel is one sample. 1: one vector per sample, the "
+                        "paper's X in R^{d_in x N} (`cuekit reproduce rexnet` uses 1; a 3x3 conv then acts as a 1x1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument("--out", default="runs/rank-study", help="output folder")
@@ -93,7 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         networks_per_width=QUICK["networks_per_width"] if args.quick else base.networks_per_width,
         d_out_range=d_range, inputs=tuple(listify(args.inputs, _names)),
         sample_factors=tuple(listify(args.samples, _floats)), depths=tuple(listify(args.depths, _ints)),
-        tolerances=tuple(listify(args.tolerances, _names)), expansion=args.expansion, seed=args.seed,
+        tolerances=tuple(listify(args.tolerances, _names)), expansion=args.expansion, spatial=args.spatial,
+        seed=args.seed,
         device=args.device,
     )
     cfg.validate()
@@ -117,6 +121,6 @@ def _run(args: argparse.Namespace) -> int:
     table = write_results(out, payload, columns, rows)
     print(table)
     n_yes = sum(1 for r in rows if r[-1] == "yes")
-    print(f"\nThe paper's ordering (ELU/SiLU/SoftPlus above ReLU/ReLU6) appears in {n_yes} of {len(rows)} cells. "
+    print(f"\nThe paper's ordering (ELU/SiLU above ReLU/ReLU6) appears in {n_yes} of {len(rows)} cells. "
           f"{cfg.networks} networks per point, {result.seconds:.1f} s. Results in {out}/")
     return 0

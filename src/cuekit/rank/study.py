@@ -9,8 +9,10 @@ settings and reports every cell:
 
 - input: "gaussian" (i.i.d. N(0, 1)), "uniform" (i.i.d. U[0, 1]), "smooth" (Gaussian noise blurred
   over space with sigma 1.5 px, so neighbouring pixels, i.e. samples, correlate).
-- samples: N = factor * d_out feature vectors; every block runs on spatial x spatial images and
-  each output pixel is one sample (the first N are kept).
+- samples: N = factor * d_out feature vectors. With spatial = 1 (the paper's X in R^{d_in x N}, N the
+  batch size) each sample is one vector and the blocks run as matrix products (a zero-padded 3x3 conv
+  on a 1x1 map is its centre tap, a depthwise one a per-channel scale). With spatial > 1 every block
+  runs on spatial x spatial images and each output pixel is one sample (the first N are kept).
 - depth: the block under study is the last of `depth` random blocks of the same kind and
   nonlinearity; the first depth-1 keep d_in channels, so its input is the output of a random network.
 - tolerance: numerical rank counts singular values above `tol * sigma_max`; "fp32" is
@@ -59,8 +61,9 @@ INPUTS = ("gaussian", "uniform", "smooth")
 TOLERANCES = ("fp32", "1e-3", "1e-2")
 FP32_EPS = float(torch.finfo(torch.float32).eps)
 
-# The paper's groups for its ordering claim: "ELU / SiLU / SoftPlus expand the rank most, ReLU / ReLU6 least".
-STRONG_EXPANDERS = ("elu", "silu", "softplus")
+# The paper's groups for its ordering claim (Sec. 3 rule 3: "a complicated nonlinearity such as ELU and SiLU"
+# belongs after the expand convs, where ReXNet replaced ReLU6): ELU / SiLU against ReLU / ReLU6.
+STRONG_EXPANDERS = ("elu", "silu")
 WEAK_EXPANDERS = ("relu", "relu6")
 
 
@@ -107,8 +110,8 @@ class RankStudyConfig:
             raise UsageError(f"depths must be >= 1, got {list(self.depths)}")
         if self.networks_per_width < 1:
             raise UsageError("networks_per_width must be >= 1")
-        if self.networks < 1 or (self.expansion is not None and self.expansion < 1) or self.spatial < 3:
-            raise UsageError("networks and expansion must be >= 1, spatial >= 3")
+        if self.networks < 1 or (self.expansion is not None and self.expansion < 1) or self.spatial < 1:
+            raise UsageError("networks, expansion and spatial must be >= 1")
 
 
 def tolerance_value(name: str, d_out: int, n: int) -> float:
@@ -196,6 +199,49 @@ def random_block(block: str, x: Tensor, d_out: int, fns: Sequence[Callable], gen
     raise UnknownChoiceError("block type", block, BLOCK_TYPES)
 
 
+def _bn_vectors(x: Tensor, eps: float) -> Tensor:
+    """Training-mode BatchNorm without affine over the samples: x (K, G, C, N)."""
+    var, mean = torch.var_mean(x, -1, correction=0, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps)
+
+
+def _apply_vectors(fns: Sequence[Callable], x: Tensor) -> Tensor:
+    """Nonlinearity fns[k] on slice k of x (K, ...)."""
+    out = torch.empty_like(x)
+    for k, fn in enumerate(fns):
+        out[k] = fn(x[k])
+    return out
+
+
+def _matrix(g: int, c_out: int, c_in: int, gen: torch.Generator, device) -> Tensor:
+    return torch.randn(g, c_out, c_in, generator=gen, device=device) / math.sqrt(c_in)
+
+
+def random_block_vectors(block: str, x: Tensor, d_out: int, fns: Sequence[Callable], gen: torch.Generator,
+                         expansion: int | None = None, bn_eps: float = 1e-5) -> Tensor:
+    """`random_block` on 1x1 maps, as matrix products: x (K, G, d_in, N) -> (K, G, d_out, N).
+
+    A zero-padded 3x3 conv on a 1x1 map only uses its centre tap (a d_out x d_in matrix; its scale is
+    removed by BatchNorm), and a depthwise 3x3 conv is a random scale per channel.
+    """
+    g, dev = x.shape[1], x.device
+    d_in = x.shape[2]
+    if block in ("conv1x1", "conv3x3"):
+        return _apply_vectors(fns, _bn_vectors(_matrix(g, d_out, d_in, gen, dev) @ x, bn_eps))
+    if block in ("ib_conv3x3", "ib_dw3x3"):
+        hidden = d_out if expansion is None else expansion * d_in
+        h = _apply_vectors(fns, _bn_vectors(_matrix(g, hidden, d_in, gen, dev) @ x, bn_eps))
+        if block == "ib_conv3x3":
+            h = _matrix(g, hidden, hidden, gen, dev) @ h
+        else:
+            h = torch.randn(g, hidden, 1, generator=gen, device=dev) * h
+        h = _apply_vectors(fns, _bn_vectors(h, bn_eps))
+        out = _bn_vectors(_matrix(g, d_out, hidden, gen, dev) @ h, bn_eps)
+        keep = min(d_in, d_out)
+        return torch.cat([out[:, :, :keep] + x[:, :, :keep], out[:, :, keep:]], dim=2)
+    raise UnknownChoiceError("block type", block, BLOCK_TYPES)
+
+
 def random_input(kind: str, n_images: int, channels: int, spatial: int, gen: torch.Generator, device) -> Tensor:
     """Input images (n_images, channels, spatial, spatial) from the named distribution."""
     if kind == "gaussian":
@@ -225,6 +271,13 @@ def block_output_features(block: str, nonlinearities: Sequence[str], d_in: int, 
     """
     gen = gen if gen is not None else torch.Generator(device=device).manual_seed(0)
     fns = [NONLINEARITIES[n] for n in nonlinearities]
+    if spatial == 1:
+        x0 = random_input(input_kind, n_samples, networks * d_in, 1, gen, device)  # (N, G * d_in, 1, 1)
+        x0 = x0.flatten(1).T.unflatten(0, (networks, d_in))  # (G, d_in, N)
+        x = x0.unsqueeze(0).expand(len(fns), *x0.shape).contiguous()
+        for _ in range(depth - 1):
+            x = random_block_vectors(block, x, d_in, fns, gen, expansion, bn_eps)
+        return random_block_vectors(block, x, d_out, fns, gen, expansion, bn_eps)
     n_images = math.ceil(n_samples / (spatial * spatial))
     x0 = random_input(input_kind, n_images, networks * d_in, spatial, gen, device)
     x = x0.unsqueeze(1).expand(n_images, len(fns), *x0.shape[1:]).contiguous()
@@ -334,7 +387,7 @@ class OrderingCheck:
 
     expansion_harms: bool     # rank at the smallest DR is below rank at DR = 1 (mean over nonlinear f) by > 0.05
     nonlinear_expands: bool   # every nonlinear f is above Linear by > 0.02 (mean over DR < 1)
-    paper_ordering: bool      # mean of ELU/SiLU/SoftPlus above mean of ReLU/ReLU6 by > 0.01 (DR < 1)
+    paper_ordering: bool      # mean of ELU/SiLU above mean of ReLU/ReLU6 by > 0.01 (DR < 1)
     strong_minus_weak: float  # that difference
     nonlinear_minus_linear: float  # the smallest per-f margin over Linear
 
@@ -464,7 +517,7 @@ def plot_rank_grid(result: RankStudyResult, path, measure: str = "fp32") -> None
 
 
 def plot_ordering_grid(result: RankStudyResult, path) -> None:
-    """PNG heatmap: mean rank of ELU/SiLU/SoftPlus minus ReLU/ReLU6 (DR < 1) for every cell and measure.
+    """PNG heatmap: mean rank of ELU/SiLU minus ReLU/ReLU6 (DR < 1) for every cell and measure.
 
     Positive (red) is the paper's ordering; blue is the opposite.
     """
@@ -489,7 +542,7 @@ def plot_ordering_grid(result: RankStudyResult, path) -> None:
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
             ax.text(j, i, f"{float(data[i, j]):+.2f}", ha="center", va="center", fontsize=5)
-    fig.colorbar(im, ax=ax, fraction=0.05, label="ELU/SiLU/SoftPlus minus ReLU/ReLU6")
+    fig.colorbar(im, ax=ax, fraction=0.05, label="ELU/SiLU minus ReLU/ReLU6")
     ax.set_title("paper's ordering where > 0", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
