@@ -110,3 +110,11 @@ def test_make_result_rejects_malformed_claims():
         _claim(reference=True)
     with pytest.raises(ValueError, match="expected_sign"):
         _claim(expected_sign=0)
+
+
+def test_the_runner_accepts_a_headline_made_inconclusive_by_a_failed_precondition(tmp_path):
+    from cuekit.report.runner import check_result
+
+    head = _claim(preconditions=[precondition("baseline converged", False, "still rising")])
+    result, warnings = check_result(_result(claims=[head], seeds=[0, 1, 2]), tmp_path)
+    assert result["verdict"] == "inconclusive" and warnings == []

@@ -166,7 +166,7 @@ def check_result(result: object, area_dir: Path) -> tuple[dict, list[str]]:
         raise ValueError(f"the area's verdict {result['verdict']!r} is not its headline claim's "
                          f"({head['id']}: {head['verdict']!r})")
     if "effects" in result and "expected_sign" in result:
-        ruled = experiments.verdict(result["effects"], result["expected_sign"])
+        ruled = experiments.claim_verdict(result["effects"], result["expected_sign"], head["preconditions"])
         if ruled != result["verdict"]:
             raise ValueError(f"verdict {result['verdict']!r} does not follow the rule for the reported "
                              f"effects (the rule gives {ruled!r})")
