@@ -256,29 +256,3 @@ def test_checkpoint_that_does_not_fit_is_a_checkpoint_error(tmp_path):
     torch.save(create_model("pit_nano").state_dict(), path)
     with pytest.raises(CheckpointError):
         load_checkpoint(create_model("pit_micro", num_classes=3), path)
-
-
-def test_reproduce_experiment_runs_and_reports_at_toy_scale(tmp_path, monkeypatch):
-    from cuekit.models import pit_experiment
-    from cuekit.report.experiments import VERDICTS, ExperimentConfig
-
-    toy = dict(models=["pit_nano", "vit_nano"], train_size=64, val_size=32, epochs=1, batch_size=32, lr=2e-3)
-    monkeypatch.setattr(pit_experiment, "_plan", lambda config: toy)
-    threads = torch.get_num_threads()
-    result = pit_experiment.run_experiment(ExperimentConfig(out_dir=tmp_path, seeds=(0, 1, 2)))
-    assert torch.get_num_threads() == threads  # restored
-    assert result["area"] == "pit" and result["verdict"] in VERDICTS
-    assert (tmp_path / result["plots"][0]).stat().st_size > 0
-    details = result["details"]
-    assert len(details["effects_pit_minus_vit"]) == 3
-    assert details["effects_pit_minus_vit"][0] == pytest.approx(
-        details["accuracy"]["pit_nano"][0] - details["accuracy"]["vit_nano"][0])
-    assert details["macs"]["pit_nano"] == count_macs(create_model("pit_nano", num_classes=6), 32)
-    assert [row[0] for row in result["table"]["rows"]] == ["pit_nano", "vit_nano"]
-    # The runs went to worker processes (on a machine with 2+ cores); each equals the same run done here.
-    torch.set_num_threads(1)
-    try:
-        history, final, _ = pit_experiment._train_one((1, "vit_nano", toy, 32, "cpu", 0))
-    finally:
-        torch.set_num_threads(threads)
-    assert details["histories"]["vit_nano"][1] == history and details["accuracy"]["vit_nano"][1] == final

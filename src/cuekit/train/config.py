@@ -29,6 +29,7 @@ class TrainConfig:
     amp: str = "auto"                # auto (on for CUDA) | on | off
     accum_steps: int = 1
     ema_decay: float | None = None
+    teacher: str | None = None       # DeiT hard distillation: a classifier checkpoint for a *_distilled model
     seed: int = 0
     out: str | None = None           # None: keep everything in memory, write no files
     resume: bool = False

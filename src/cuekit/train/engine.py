@@ -1,13 +1,15 @@
 """The one training loop every area uses.
 
 Hard or soft targets, label smoothing, optimizers by name, cosine schedule with warm-up,
-gradient clipping and accumulation, AMP on CUDA, DDP under torchrun, EMA, deterministic
-seeding and data order, evaluation each epoch, JSONL logs, atomic checkpoints and resume.
+gradient clipping and accumulation, AMP on CUDA, DDP under torchrun, EMA, DeiT hard distillation
+from a teacher checkpoint, deterministic seeding and data order, evaluation each epoch, JSONL logs,
+atomic checkpoints and resume.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -86,11 +88,57 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, info: DistInfo
     return out
 
 
-def _model_output_loss(out: Any, target: Tensor, loss_fn: LossFn) -> Tensor:
-    # Models with two heads (distilled PiT) return a tuple in training mode: average the heads.
+def _model_output_loss(out: Any, target: Tensor, loss_fn: LossFn, teacher_labels: Tensor | None = None) -> Tensor:
+    """The training loss of a model's output; `teacher_labels` (N,): a teacher's hard labels (DeiT distillation)."""
+    if teacher_labels is not None:
+        # DeiT hard distillation: the class head learns the targets, the distillation head the teacher's argmax.
+        cls_logits, dist_logits = out
+        return 0.5 * loss_fn(cls_logits, target) + 0.5 * F.cross_entropy(dist_logits.float(), teacher_labels)
+    # Models with two heads (distilled PiT) return a tuple in training mode: without a teacher, both
+    # heads learn the targets and the loss is their average.
     if isinstance(out, (tuple, list)):
         return sum(loss_fn(o, target) for o in out) / len(out)
     return loss_fn(out, target)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_teacher(path: str | Path, student: nn.Module, data: DataBundle,
+                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """A frozen teacher for DeiT hard distillation of `student` on `data`: (teacher in eval mode, its record).
+
+    The teacher is a classifier checkpoint with cuekit metadata (`model.safetensors` of `cuekit train`, or
+    `cuekit models convert`); safetensors or a weights-only torch file, nothing is unpickled. Refused with
+    a one-line error: a student without a distillation head, or a teacher for other classes or inputs.
+    """
+    from cuekit.models.registry import model_from_checkpoint
+
+    name = getattr(student, "cuekit_name", None) or type(student).__name__
+    if not getattr(student, "distilled", False):
+        raise UsageError(f"--teacher needs a model with a distillation head (e.g. pit_ti_distilled); {name} has none")
+    path = Path(path)
+    teacher, meta = model_from_checkpoint(path)
+    if int(meta["num_classes"]) != data.num_classes:
+        raise UsageError(f"the teacher {path} predicts {meta['num_classes']} classes but the data has "
+                         f"{data.num_classes}")
+    if int(meta.get("in_chans", data.in_chans)) != data.in_chans:
+        raise UsageError(f"the teacher {path} takes {meta['in_chans']} input channels but the data has "
+                         f"{data.in_chans}")
+    for key in ("mean", "std"):
+        theirs, ours = meta.get(key), list(data.mean if key == "mean" else data.std)
+        if theirs is not None and (len(theirs) != len(ours) or any(abs(a - b) > 1e-6 for a, b in zip(theirs, ours))):
+            raise UsageError(f"the teacher {path} expects inputs normalised with {key} {theirs}, the data "
+                             f"gives {ours}")
+    teacher.requires_grad_(False)
+    record = {"path": str(path), "sha256": _file_sha256(path), "model": meta["model"],
+              "num_classes": int(meta["num_classes"]), "distillation": "hard"}
+    return teacher.eval().to(device), record
 
 
 @torch.no_grad()
@@ -180,6 +228,9 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                              img_size=cfg.img_size or data.img_size, **cfg.model_kwargs)
     model.to(device)
+    teacher, teacher_record = None, None
+    if cfg.teacher:
+        teacher, teacher_record = load_teacher(cfg.teacher, model, data, device)
     smoothing = cfg.label_smoothing
     if cfg.reg and batch_transform is not None:
         raise UsageError("--reg cannot be combined with another batch transform (e.g. --relabel)")
@@ -214,10 +265,16 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         "resize_ratio": data.resize_ratio, "frames": data.frames, "data": cfg.data if data.name == "" else data.name,
         "task": cfg.task if cfg.task is not None else data.task, "config": dataclasses.asdict(cfg),
     }
+    if teacher_record is not None:
+        meta["teacher"] = teacher_record
     history: list[dict] = []
     start_epoch = 0
     if cfg.resume:
         done_epoch, saved_meta, extra = ckpt.load_train_state(run.state_path, model=model, optimizer=optimizer, ema=ema)
+        saved_teacher = (saved_meta.get("teacher") or {}).get("sha256")
+        if saved_teacher != (teacher_record or {}).get("sha256"):
+            was = f"with the teacher {saved_meta['teacher']['path']}" if saved_teacher else "without a teacher"
+            raise UsageError(f"{run.dir} was trained {was}: resume it with the same --teacher")
         history = extra.get("history", [])
         start_epoch = done_epoch + 1
         run.write_history(history)
@@ -259,7 +316,11 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
             with ctx:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out = train_model(x)
-                loss = _model_output_loss(out, y, loss_fn)
+                    teacher_labels = None
+                    if teacher is not None:
+                        with torch.no_grad():
+                            teacher_labels = teacher(x).argmax(dim=1)
+                loss = _model_output_loss(out, y, loss_fn, teacher_labels)
                 scaler.scale(loss / cfg.accum_steps).backward()
             step_losses.append(loss.detach())
             if not last_micro:
