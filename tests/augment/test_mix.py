@@ -180,3 +180,53 @@ def test_bad_settings_raise_usage_errors():
     with pytest.raises(UsageError):
         Mixup(4)(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.long))
     assert math.isclose(float(box_sides((10,), 0.0)[0, 0]), 10)
+
+
+def test_whole_axes_draw_every_frame_count_at_six_frames():
+    """VideoMix's time axis: round(6 (1 - lam)) whole frames, lam ~ Beta(1, 1): 0 and 6 with 1/12, 1..5 with 1/6."""
+    rng = np.random.default_rng(0)
+    n = 60_000
+    lam = rng.beta(1.0, 1.0, size=n)
+    lo, hi, lam_c = sample_boxes((6,), lam, rng, whole_axes=[0])
+    width = (hi - lo)[:, 0]
+    assert (lo >= 0).all() and (hi <= 6).all()
+    np.testing.assert_array_equal(width, np.floor(6 * (1 - lam) + 0.5))  # placed uncut: the drawn width exactly
+    freq = np.bincount(width, minlength=7) / n
+    np.testing.assert_allclose(freq, [1 / 12] + [1 / 6] * 5 + [1 / 12], atol=0.01)
+    np.testing.assert_allclose(lam_c, 1 - width / 6)
+    assert abs(np.mean(width / 6) - np.mean(1 - lam)) < 0.005  # unbiased: the pasted share follows 1 - lam
+    # every start of a run of 3 frames is equally likely
+    starts = np.bincount(lo[width == 3, 0], minlength=4) / (width == 3).sum()
+    np.testing.assert_allclose(starts, [0.25] * 4, atol=0.02)
+    # CutMix's own rule (kept for images): even extents, cut at the border, so only 0, 2, 4 or 6 frames uncut
+    lo_c, hi_c, _ = sample_boxes((6,), lam, np.random.default_rng(1))
+    assert set(np.unique(2 * (box_sides((6,), lam)[:, 0] // 2))) <= {0, 2, 4, 6}
+    assert (hi_c - lo_c <= 2 * (box_sides((6,), lam) // 2)).all()
+
+
+def test_whole_axes_only_change_their_own_axis():
+    lam = np.random.default_rng(2).beta(1.0, 1.0, size=2000)
+    lo, hi, _ = sample_boxes((6, 10, 12), lam, np.random.default_rng(3), whole_axes=[0])
+    lo_c, hi_c, _ = sample_boxes((6, 10, 12), lam, np.random.default_rng(3))
+    np.testing.assert_array_equal(lo[:, 1:], lo_c[:, 1:])  # the (h, w) box is CutMix's, same random numbers
+    np.testing.assert_array_equal(hi[:, 1:], hi_c[:, 1:])
+    assert set(np.unique(hi[:, 0] - lo[:, 0])) == set(range(7))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batch_mode_boxes_equal_the_vectorised_sampler_with_whole_axes(seed):
+    x = torch.zeros(4, 3, 6, 10, 12)
+    mix = CutMix(4, dims=(-3, -2, -1), whole_dims=(-3,), seed=seed)
+    mix(x, torch.arange(4))
+    rng = np.random.default_rng(seed)
+    lam = rng.beta(1.0, 1.0)
+    rng.random()  # the draw that decides `prob`
+    lo, hi, lam_c = sample_boxes((6, 10, 12), lam, rng, whole_axes=[0])
+    np.testing.assert_array_equal(mix.last_boxes[0][0], lo[0])
+    np.testing.assert_array_equal(mix.last_boxes[1][0], hi[0])
+    assert mix.last_lam[0] == pytest.approx(lam_c[0])
+
+
+def test_whole_dims_must_be_box_dims():
+    with pytest.raises(UsageError, match="whole_dims"):
+        CutMix(4, dims=(-2, -1), whole_dims=(-3,))

@@ -248,3 +248,40 @@ def test_inplace_is_passed_through_build_batch_transform():
     transform, _ = build_batch_transform("videomix-st", 4, inplace=True)
     assert transform.steps[0].inplace
     assert not build_batch_transform("videomix-st", 4)[0].steps[0].inplace
+
+
+def test_spatial_is_the_default_variant():
+    assert VideoMix(4).variant == "spatial"
+    assert VideoMix(4).dims == (-2, -1) and VideoMix(4).whole_dims == ()
+
+
+@pytest.mark.parametrize("variant", ["temporal", "spatiotemporal"])
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_time_extent_takes_every_whole_frame_count_at_six_frames(variant, mode):
+    """At T = 6 the pasted run of frames may be any of 1..6 frames long (odd ones too), never cut at the border."""
+    x, y = id_video_batch(4, shape=(1, 6, 8, 8))
+    mixer = VideoMix(4, variant=variant, mode=mode, seed=0)
+    widths = set()
+    for _ in range(300):
+        mask = source_masks(x, mixer(x, y)[0])  # (B, T, H, W)
+        lo, hi = mixer.last_boxes
+        pasted_frames = mask.flatten(2).any(2)
+        for i in range(4):
+            width = int(hi[i, 0] - lo[i, 0])
+            if width and (variant == "temporal" or (hi[i, 1:] > lo[i, 1:]).all()):
+                assert int(pasted_frames[i].sum()) == width
+            widths.add(width)
+    assert set(range(1, 7)) <= widths
+
+
+def test_temporal_frame_counts_follow_the_drawn_share():
+    """Temporal, T = 6, lam ~ Beta(1, 1): round(6 (1 - lam)) frames, so 0 and 6 with 1/12 each and 1..5 with 1/6."""
+    x = torch.zeros(8, 1, 6, 2, 2)
+    mixer = VideoMix(8, variant="temporal", mode="elem", seed=1)
+    widths = []
+    for _ in range(400):
+        mixer(x, torch.arange(8))
+        lo, hi = mixer.last_boxes
+        widths.extend((hi - lo)[:, 0].tolist())
+    freq = np.bincount(widths, minlength=7) / len(widths)
+    np.testing.assert_allclose(freq, [1 / 12] + [1 / 6] * 5 + [1 / 12], atol=0.03)

@@ -100,3 +100,25 @@ def test_engine_trains_a_video_model_on_it(tmp_path):
 
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["frames"] == 4 and meta["data"] == "moving-shapes"
+
+
+@pytest.mark.parametrize("size,frames", [(16, 6), (32, 8)])
+def test_the_moving_object_fills_a_fair_share_of_the_voxels(size, frames):
+    """About a fifth of a clip's voxels are the object (outline not counted), every motion alike, at any size."""
+    share = {m: [] for m in MOTIONS}
+    for i in range(240):
+        motion = MOTIONS[i % 8]
+        _, mask = render_clip(np.random.default_rng(i), i % 8, i % 8, 8, frames, size, return_mask=True)
+        share[motion].append(mask.mean())
+    per_motion = {m: float(np.mean(v)) for m, v in share.items()}
+    overall = float(np.mean(list(per_motion.values())))
+    assert 0.17 < overall < 0.25, per_motion
+    assert min(per_motion.values()) > 0.15 and max(per_motion.values()) < 0.28, per_motion
+
+
+def test_a_translation_stays_inside_the_clip():
+    for seed in range(20):
+        for motion in ("right", "left", "down", "up"):
+            m = _masks(motion, seed, frames=6, size=16)
+            area = m.sum((1, 2))
+            assert area.max() - area.min() <= 0.15 * area.max()  # not cut at the border as it moves

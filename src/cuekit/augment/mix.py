@@ -50,38 +50,53 @@ def to_soft(targets: Tensor, num_classes: int) -> Tensor:
     return one_hot(targets, num_classes)
 
 
-def box_sides(sizes: Sequence[int], lam: float | np.ndarray) -> np.ndarray:
+def box_sides(sizes: Sequence[int], lam: float | np.ndarray, whole_axes: Sequence[int] = ()) -> np.ndarray:
     """Box extents (B, d) int covering about 1 - lam of the volume: side_k = floor(size_k * (1 - lam)^(1/d)).
 
     With d = 2 this is CutMix's r_w = W * sqrt(1 - lam); d = 1 and d = 3 give VideoMix's temporal
-    and spatio-temporal cuboids.
+    and spatio-temporal cuboids. An axis in `whole_axes` (indices into `sizes`) gets the nearest whole
+    number of cells instead, round(size_k * (1 - lam)^(1/d)), any of 0..size_k (see `place_boxes`).
     """
     lam = np.atleast_1d(np.asarray(lam, dtype=np.float64))
     ratio = np.clip(1.0 - lam, 0.0, 1.0) ** (1.0 / len(sizes))
-    return np.floor(ratio[:, None] * np.asarray(sizes, dtype=np.float64)[None, :]).astype(np.int64)
+    exact = ratio[:, None] * np.asarray(sizes, dtype=np.float64)[None, :]
+    sides = np.floor(exact)
+    whole = list(whole_axes)
+    sides[:, whole] = np.floor(exact[:, whole] + 0.5)
+    return sides.astype(np.int64)
 
 
-def place_boxes(sizes: Sequence[int], sides: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Centre each box uniformly on the grid and clip it: -> lo, hi (B, d) int, half-open [lo, hi).
+def place_boxes(sizes: Sequence[int], sides: np.ndarray, rng: np.random.Generator,
+                whole_axes: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Place each box on the grid: -> lo, hi (B, d) int, half-open [lo, hi).
 
     As in CutMix: centre c ~ U{0..size-1}, lo = clip(c - side//2), hi = clip(c + side//2), so a box
-    near the border is cut (and its true volume is what the lambda correction uses).
+    near the border is cut (and its true volume is what the lambda correction uses) and an uncut extent
+    is even. An axis in `whole_axes` keeps its side exactly (any width, odd ones too): lo ~ U{0..size-side},
+    hi = lo + side, with the same single uniform draw per box and axis.
     """
     sides = np.asarray(sides, dtype=np.int64)
     size = np.asarray(sizes, dtype=np.int64)[None, :]
-    centre = np.floor(rng.random(sides.shape) * size).astype(np.int64)
+    u = rng.random(sides.shape)
+    centre = np.floor(u * size).astype(np.int64)
     half = sides // 2
-    return np.clip(centre - half, 0, size), np.clip(centre + half, 0, size)
+    lo, hi = np.clip(centre - half, 0, size), np.clip(centre + half, 0, size)
+    for k in whole_axes:
+        side = np.clip(sides[:, k], 0, size[0, k])
+        lo[:, k] = np.floor(u[:, k] * (size[0, k] - side + 1)).astype(np.int64)
+        hi[:, k] = lo[:, k] + side
+    return lo, hi
 
 
-def sample_boxes(sizes: Sequence[int], lam: float | np.ndarray, rng: np.random.Generator | int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_boxes(sizes: Sequence[int], lam: float | np.ndarray, rng: np.random.Generator | int | None = None,
+                 whole_axes: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The one box / cuboid sampler: boxes over the grid `sizes` (d dims) for each lambda.
 
     lam: float or (B,) -> lo, hi (B, d) int (half-open), corrected lambda (B,) = 1 - box volume / grid volume.
+    whole_axes: indices into `sizes` whose extent is a whole number of cells placed uncut (VideoMix's frames).
     """
     rng = as_rng(rng)
-    lo, hi = place_boxes(sizes, box_sides(sizes, lam), rng)
+    lo, hi = place_boxes(sizes, box_sides(sizes, lam, whole_axes), rng, whole_axes)
     volume = np.prod(hi - lo, axis=1).astype(np.float64)
     return lo, hi, 1.0 - volume / float(math.prod(sizes))
 
@@ -177,19 +192,24 @@ class CutMix(_Mixer):
 
     `dims`: the axes the box spans, default (-2, -1) (H, W of (N, C, H, W)); VideoMix uses
     (-2, -1) on (N, C, T, H, W) for spatial, (-3,) for temporal and (-3, -2, -1) for
-    spatio-temporal cuboids. correct_lam=False keeps the drawn lambda for the targets (timm's option).
-    inplace=True pastes into `x` itself in batch mode (no copy of the batch), for a caller that owns
-    the batch, as the training engine does.
+    spatio-temporal cuboids. `whole_dims` (a subset of `dims`): axes whose extent is the nearest whole
+    number of cells to size * (1 - lam)^(1/d), any of 0..size, placed uncut (`place_boxes`); VideoMix's
+    time axis, where CutMix's even, border-clipped extents would allow only 0, 2, 4 or 6 of 6 frames.
+    correct_lam=False keeps the drawn lambda for the targets (timm's option). inplace=True pastes into `x`
+    itself in batch mode (no copy of the batch), for a caller that owns the batch, as the training engine does.
     """
 
     def __init__(self, num_classes: int, alpha: float = 1.0, prob: float = 1.0, mode: str = "batch",
                  correct_lam: bool = True, dims: Sequence[int] = (-2, -1),
-                 seed: int | np.random.Generator | None = None, inplace: bool = False):
+                 seed: int | np.random.Generator | None = None, inplace: bool = False, whole_dims: Sequence[int] = ()):
         super().__init__(num_classes, alpha, prob, mode, seed)
         self.correct_lam, self.inplace = correct_lam, inplace
         self.dims = tuple(int(d) for d in dims)
         if not self.dims or any(d >= 0 for d in self.dims) or len(set(self.dims)) != len(self.dims):
             raise UsageError(f"dims must be distinct negative axes such as (-2, -1), got {dims}")
+        self.whole_dims = tuple(int(d) for d in whole_dims)
+        if not set(self.whole_dims) <= set(self.dims):
+            raise UsageError(f"whole_dims {whole_dims} must be among dims {self.dims}")
         self.last_boxes: tuple[np.ndarray, np.ndarray] | None = None
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -203,7 +223,7 @@ class CutMix(_Mixer):
         if self.mode == "batch":
             return self._batch_call(x, y, dims, sizes)
         lam, on = self._draw(n)
-        lo, hi, _ = sample_boxes(sizes, lam, self.rng)
+        lo, hi, _ = sample_boxes(sizes, lam, self.rng, self._whole_axes(dims))
         lo, hi = np.where(on[:, None], lo, 0), np.where(on[:, None], hi, 0)
         if self.mode == "pair":
             mirror = np.arange(n)[::-1]
@@ -221,6 +241,10 @@ class CutMix(_Mixer):
         out = torch.where(mask.view(shape), partner, x)
         return out, mix_targets(y, torch.as_tensor(lam_used, dtype=torch.float32), self.num_classes)
 
+    def _whole_axes(self, dims: tuple[int, ...]) -> list[int]:
+        """Indices into the sorted box dims of the whole-cell axes."""
+        return [k for k, d in enumerate(dims) if d in self.whole_dims]
+
     def _batch_call(self, x: Tensor, y: Tensor, dims: tuple[int, ...], sizes: list[int]) -> tuple[Tensor, Tensor]:
         """Batch mode: one box for the whole batch, drawn with Python scalars (the same random numbers as
         `sample_boxes`: one Beta, one uniform for `prob`, one uniform per box axis). Inside a training step
@@ -230,12 +254,19 @@ class CutMix(_Mixer):
         on = self.rng.random() < self.prob
         ratio = min(max(1.0 - lam, 0.0), 1.0) ** (1.0 / len(sizes))
         centres = self.rng.random(len(sizes))
+        whole = self._whole_axes(dims)
         lo, hi = [], []
-        for size, u in zip(sizes, centres.tolist()):
-            half = math.floor(ratio * size) // 2
-            c = math.floor(u * size)
-            lo.append(min(max(c - half, 0), size) if on else 0)
-            hi.append(min(max(c + half, 0), size) if on else 0)
+        for k, (size, u) in enumerate(zip(sizes, centres.tolist())):
+            if k in whole:  # as `place_boxes`: the nearest whole number of cells, placed uncut
+                side = math.floor(ratio * size + 0.5)
+                a = math.floor(u * (size - side + 1))
+                b = a + side
+            else:
+                half = math.floor(ratio * size) // 2
+                c = math.floor(u * size)
+                a, b = min(max(c - half, 0), size), min(max(c + half, 0), size)
+            lo.append(a if on else 0)
+            hi.append(b if on else 0)
         lam_c = 1.0 - math.prod(b - a for a, b in zip(lo, hi)) / math.prod(sizes)
         lam_used = lam_c if self.correct_lam else (lam if on else 1.0)
         self.last_lam = np.full(n, lam_used)

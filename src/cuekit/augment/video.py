@@ -6,6 +6,8 @@ over the axes the variant names, and the target is the true voxel fraction after
 - "spatial": an (h, w) box on every frame (t spans [0, T)),
 - "temporal": a run of whole frames [t1, t2) (h, w span the frame),
 - "spatiotemporal": a [t1, t2) x [h1, h2) x [w1, w2) cuboid, side_k = size_k (1 - lam)^(1/3).
+The time extent is the nearest whole number of frames, any of 0..T (odd ones too), placed uncut; the
+(h, w) box follows CutMix exactly. "spatial" is the default variant (docs/video.md says why).
 The partner of video i is video B-1-i of the same batch (as in `Mixup` / `CutMix`).
 """
 from __future__ import annotations
@@ -40,16 +42,19 @@ class VideoMix(CutMix):
     """VideoMix: paste a cuboid of video B-1-i into video i; targets mixed by the voxel fraction.
 
     lam ~ Beta(alpha, alpha) sets the cuboid size (1 - lam of the voxels before clipping); `prob` is the
-    chance a batch (or sample, in "pair"/"elem" mode) is mixed at all. `last_lam` (B,) holds the
-    voxel fraction kept from each video, `last_boxes` the cuboids (lo, hi) over the variant's axes.
+    chance a batch (or sample, in "pair"/"elem" mode) is mixed at all. The default variant is "spatial"
+    (S-VideoMix; docs/video.md says why); a temporal extent is round(T (1 - lam)^(1/d)) whole frames.
+    `last_lam` (B,) holds the voxel fraction kept from each video, `last_boxes` the cuboids (lo, hi) over
+    the variant's axes.
     """
 
-    def __init__(self, num_classes: int, variant: str = "spatiotemporal", alpha: float = 1.0, prob: float = 1.0,
+    def __init__(self, num_classes: int, variant: str = "spatial", alpha: float = 1.0, prob: float = 1.0,
                  mode: str = "batch", seed: int | np.random.Generator | None = None, inplace: bool = False):
         if variant not in VIDEOMIX_VARIANTS:
             raise UnknownChoiceError("VideoMix variant", variant, VIDEOMIX_VARIANTS)
-        super().__init__(num_classes, alpha=alpha, prob=prob, mode=mode, correct_lam=True,
-                         dims=VIDEOMIX_VARIANTS[variant], seed=seed, inplace=inplace)
+        dims = VIDEOMIX_VARIANTS[variant]
+        super().__init__(num_classes, alpha=alpha, prob=prob, mode=mode, correct_lam=True, dims=dims, seed=seed,
+                         inplace=inplace, whole_dims=tuple(d for d in dims if d == -3))
         self.variant = variant
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

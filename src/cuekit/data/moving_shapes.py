@@ -1,10 +1,10 @@
 """`moving-shapes`: procedural video clips whose class is a motion, drawn over scenes that give the class away.
 
-Each clip shows one shape (square, triangle or cross, random colour with a dark outline) that moves
-right, left, down or up, rotates clockwise or counter-clockwise, grows or shrinks (task "motion", 8
-classes; task "direction": the 4 translations only). The background is one of as many *scenes* as
-there are classes (a striped texture in two colours, its own stripe angle and frequency; the phase
-and colours jitter per clip), static over the clip, with per-frame noise.
+Each clip shows one large shape (square, triangle or cross, random colour with a dark outline; about a
+fifth of the clip's voxels) that moves right, left, down or up, rotates clockwise or counter-clockwise,
+grows or shrinks (task "motion", 8 classes; task "direction": the 4 translations only). The background
+is one of as many *scenes* as there are classes (a striped texture in two colours, its own stripe angle
+and frequency; the phase and colours jitter per clip), static over the clip, with per-frame noise.
 
 The scene is a shortcut, as object and scene cues are in real action datasets: in the training split
 a clip's scene is its class's own scene with probability `scene_bias` (default 0.9), any scene
@@ -18,6 +18,7 @@ Samples are (clip (3, T, S, S) float in [0, 1], label int); `dataset.labels` (N,
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -34,8 +35,12 @@ __all__ = ["MOTIONS", "MovingShapesDataset", "render_clip"]
 MOTIONS = ("right", "left", "down", "up", "rotate-cw", "rotate-ccw", "grow", "shrink")
 TASKS = {"motion": MOTIONS, "direction": MOTIONS[:4]}
 SCENE_CONTRAST = 1.0          # stripe contrast, as a share of the distance between the scene's two colours
-OBJECT_RADIUS = (0.16, 0.22)  # object radius range, as a share of the clip size (grow/shrink start at 0.8x)
-TRAVEL = 0.5                  # distance a translating object covers over the clip, as a share of its size
+# Object radius range, as a share of the clip size (grow/shrink start at 0.8x and end at 0.8x * GROWTH): large
+# enough that the moving object fills a fair share of a clip's voxels, about 20 % (its outline not counted; 8 %
+# with the earlier 0.16-0.22), so that a pasted cuboid's label share is not mostly scene.
+OBJECT_RADIUS = (0.28, 0.34)
+GROWTH = 1.7                  # size ratio of the last to the first frame of "grow" (and first to last of "shrink")
+TRAVEL = 0.3                  # distance a translating object covers over the clip, as a share of the clip size
 _OBJECT_SHAPES = ("square", "triangle", "cross")  # no disc or ring: a rotation must show
 _SPLITS = {"train": 0, "test": 1, "biased": 2}
 # Two colours per scene, far apart from one another so that every scene is easy to tell.
@@ -53,10 +58,18 @@ _OBJECT_COLORS = np.array([[1.0, 0.2, 0.2], [0.2, 1.0, 0.3], [0.3, 0.5, 1.0], [1
                            [1.0, 0.3, 1.0], [0.2, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.6, 0.1]], np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel row and column indices (size, size) float32, read-only (built once per size)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
 def _scene(rng: np.random.Generator, scene: int, num_scenes: int, size: int) -> np.ndarray:
     """Background (size, size, 3) float32 of scene `scene`: stripes at the scene's angle and frequency, in two
     colours drawn per clip (the texture, not the colour, tells the scene)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    yy, xx = (g / size for g in _grid(size))
     angle = math.pi * scene / num_scenes
     freq = 2.0 + 1.5 * (scene % 3)
     phase = rng.uniform(0, 2 * math.pi)
@@ -73,13 +86,13 @@ def render_clip(rng: np.random.Generator, motion: int, scene: int, num_scenes: i
     return_mask: also return the object's mask per frame, (frames, size, size) bool.
     """
     kind = MOTIONS[motion]
-    t = np.linspace(0.0, 1.0, frames, dtype=np.float32)  # clip progress per frame
+    t = np.arange(frames, dtype=np.float32) / (frames - 1)  # clip progress per frame, 0 to 1
     grow = kind in ("grow", "shrink")
     lo, hi = OBJECT_RADIUS
     r0 = rng.uniform(lo * 0.8, hi * 0.8) * size if grow else rng.uniform(lo, hi) * size
     radius = np.full(frames, r0, np.float32)
     if grow:
-        scale = 1.0 + 0.8 * (t if kind == "grow" else 1.0 - t)
+        scale = 1.0 + (GROWTH - 1.0) * (t if kind == "grow" else 1.0 - t)
         radius = r0 * scale
     theta = np.full(frames, rng.uniform(0, 2 * math.pi), np.float32)
     if kind.startswith("rotate"):
@@ -87,7 +100,7 @@ def render_clip(rng: np.random.Generator, motion: int, scene: int, num_scenes: i
         theta = theta + (1 if kind == "rotate-cw" else -1) * math.radians(40) * t
     travel = TRAVEL * size
     dx, dy = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}.get(kind, (0, 0))
-    margin = float(radius.max()) + 1.5
+    margin = float(radius.max()) + 0.5  # the path stays inside the clip (as far as the size allows)
     lo_x, hi_x = margin + max(0.0, -dx * travel), size - margin - max(0.0, dx * travel)
     lo_y, hi_y = margin + max(0.0, -dy * travel), size - margin - max(0.0, dy * travel)
     cx0 = rng.uniform(lo_x, hi_x) if hi_x > lo_x else size / 2
@@ -96,7 +109,7 @@ def render_clip(rng: np.random.Generator, motion: int, scene: int, num_scenes: i
 
     shape = _OBJECT_SHAPES[int(rng.integers(len(_OBJECT_SHAPES)))]
     color = _OBJECT_COLORS[int(rng.integers(len(_OBJECT_COLORS)))]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    yy, xx = (g + 0.5 for g in _grid(size))
     du, dv = xx[None] - cx[:, None, None], yy[None] - cy[:, None, None]
     cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
     u, v = du * cos + dv * sin, -du * sin + dv * cos
@@ -108,7 +121,7 @@ def render_clip(rng: np.random.Generator, motion: int, scene: int, num_scenes: i
     clip = np.broadcast_to(background, (frames, size, size, 3)).copy()
     clip[outline] = 0.05
     clip[inner] = color
-    clip += rng.normal(0.0, 0.03, clip.shape).astype(np.float32)
+    clip += np.float32(0.03) * rng.standard_normal(clip.shape, dtype=np.float32)
     np.clip(clip, 0.0, 1.0, out=clip)
     return (clip, inner) if return_mask else clip
 
@@ -153,9 +166,10 @@ class MovingShapesDataset(Dataset):
 
     def tensors(self) -> tuple[Tensor, Tensor]:
         """Every clip rendered at once: (clips (N, 3, T, S, S) float, labels (N,) int64), for in-memory training."""
-        clips = torch.empty(self.n, 3, self.frames, self.img_size, self.img_size)
+        frames = np.empty((self.n, self.frames, self.img_size, self.img_size, 3), np.float32)
         for i in range(self.n):
-            clips[i] = torch.from_numpy(self.clip(i)).permute(3, 0, 1, 2)
+            frames[i] = self.clip(i)
+        clips = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).contiguous()
         return clips, torch.as_tensor(self.labels, dtype=torch.int64)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
