@@ -3,12 +3,18 @@
 Epsilon is in pixel units ([0, 1] images, e.g. 2/255). Datasets here hand out normalised
 images ((x - mean) / std); `mean` and `std` translate epsilon and the valid pixel range into
 that space, so the attack stays a pixel-space L-inf step of size epsilon, clipped to [0, 1].
+
+Adversarial training follows Kurakin et al. (2017): the attack targets the model's own
+prediction, not the true label (attacking the true label leaks it into the adversarial image,
+"label leaking"), and the attack pass runs in eval mode, so BatchNorm uses and keeps its
+running statistics; the training step that follows is the only one to update them.
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cuekit.augment.mix import to_soft
@@ -32,10 +38,11 @@ def pixel_space(mean: Sequence[float] | None, std: Sequence[float] | None, chann
     return m.view(1, -1, 1, 1).to(device), s.view(1, -1, 1, 1).to(device)
 
 
-def fgsm_direction(model: nn.Module, x: Tensor, target: Tensor,
+def fgsm_direction(model: nn.Module, x: Tensor, target: Tensor | None,
                    loss_fn: Callable[[Tensor, Tensor], Tensor] = soft_target_cross_entropy) -> tuple[Tensor, Tensor]:
-    """sign of d loss / d x and the logits of x: x (N, C, H, W), target (N,) int or (N, K) soft.
+    """sign of d loss / d x and the logits of x: x (N, C, H, W), target (N,) int, (N, K) soft, or None.
 
+    target=None attacks the model's own prediction (the argmax of the same forward pass, detached).
     Only the input gets a gradient (torch.autograd.grad): parameter .grad fields are untouched.
     """
     x_req = x.detach().clone().requires_grad_(True)
@@ -43,15 +50,19 @@ def fgsm_direction(model: nn.Module, x: Tensor, target: Tensor,
         logits = model(x_req)
         if isinstance(logits, (tuple, list)):  # two-head models in training mode
             logits = sum(logits) / len(logits)
+        if target is None:
+            target = logits.detach().argmax(-1)
         loss = loss_fn(logits.float(), target)
         (grad,) = torch.autograd.grad(loss, x_req)
     return grad.sign(), logits.detach()
 
 
-def fgsm_perturb(model: nn.Module, x: Tensor, target: Tensor, epsilon: float,
+def fgsm_perturb(model: nn.Module, x: Tensor, target: Tensor | None, epsilon: float,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  loss_fn: Callable[[Tensor, Tensor], Tensor] = soft_target_cross_entropy) -> Tensor:
-    """x_adv = clip(x + epsilon * sign(grad)) in pixel space; x normalised by mean/std -> same space."""
+    """x_adv = clip(x + epsilon * sign(grad)) in pixel space; x normalised by mean/std -> same space.
+
+    target None: the model's predicted label (see `fgsm_direction`)."""
     if epsilon < 0:
         raise UsageError(f"epsilon must be >= 0, got {epsilon}")
     direction, _ = fgsm_direction(model, x, target, loss_fn)
@@ -70,8 +81,10 @@ class FGSMTraining:
     """Batch transform for FGSM adversarial training: replace a fraction of each batch by FGSM images.
 
     Following Kurakin et al. (2017) a batch keeps clean and adversarial samples (default half
-    each). The attack uses the model being trained, in its current mode, and the batch's
-    (possibly mixed or smoothed-later) soft targets. The model comes from the constructor or from
+    each), and the attack maximises the loss of the model's *predicted* label (no label leaking).
+    The attack pass runs in eval mode (BatchNorm running statistics are used, not updated) and the
+    model's mode is restored afterwards. The training target of the adversarial images stays the
+    batch's own (possibly mixed) soft target. The model comes from the constructor or from
     `bind(model=..., data=...)`, which also takes mean/std from a DataBundle.
     """
 
@@ -98,5 +111,10 @@ class FGSMTraining:
             raise UsageError("fgsm-at needs the model: pass model= or call bind(model) before training")
         soft = to_soft(y, self.num_classes)
         k = max(1, round(self.fraction * x.shape[0]))
-        adv = fgsm_perturb(self.model, x[:k], soft[:k], self.epsilon, self.mean, self.std)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            adv = fgsm_perturb(self.model, x[:k], None, self.epsilon, self.mean, self.std, F.cross_entropy)
+        finally:
+            self.model.train(was_training)
         return torch.cat([adv, x[k:]]), soft

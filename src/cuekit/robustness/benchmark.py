@@ -2,8 +2,11 @@
 
 `RobustnessSuite` holds the evaluation sets (clean, corrupted, OOD, occluded), built once in
 pixel space ([0, 1]) and normalised for the model on the fly, and `evaluate(model)` returns clean
-accuracy, NLL, ECE, MCE, Brier and the reliability bins; accuracy per corruption and severity;
-MSP OOD detection per OOD set; FGSM accuracy per epsilon; centre / boundary occlusion accuracy.
+accuracy, mean confidence, NLL, ECE, MCE, Brier and the reliability bins; accuracy per corruption
+and severity; MSP OOD detection per OOD set; FGSM accuracy per epsilon; centre / boundary occlusion
+accuracy, the occluded region filled with the dataset's per-channel mean (a zero in mean-centred
+input space, as on normalised CIFAR / ImageNet; a zero pixel fill would change nothing on a black
+background). A suite pickles (e.g. to hand it to worker processes once, through a file).
 `corruption_errors` turns several models' results into CE / mCE relative to a baseline model,
 and `run_benchmark` trains one model per regularizer and evaluates them all.
 """
@@ -30,7 +33,7 @@ from cuekit.robustness.corruptions import COMMON_CORRUPTIONS, SEVERITIES, corrup
 from cuekit.robustness.ood import max_softmax_score, ood_images, ood_metrics
 
 __all__ = ["BenchConfig", "RobustnessSuite", "SmallConvNet", "SuiteSettings", "corruption_errors", "make_model",
-           "parse_regularizer_list", "run_benchmark", "summary_row", "SUMMARY_COLUMNS"]
+           "occlude_with_fill", "parse_regularizer_list", "run_benchmark", "summary_row", "SUMMARY_COLUMNS"]
 
 
 @dataclasses.dataclass
@@ -46,13 +49,26 @@ class SuiteSettings:
     occlusion: Sequence[float] = (0.25, 0.5, 0.75)  # occluded side as a fraction of the image side
     batch_size: int = 256
     seed: int = 0                        # corruption and OOD randomness
+    # How many of the images (the first N; None: all) the corruption, FGSM and occlusion measures use.
+    # Calibration and OOD detection always use every image.
+    corruption_images: int | None = None
+    fgsm_images: int | None = None
+    occlusion_images: int | None = None
 
 
 class SmallConvNet(nn.Module):
-    """A small CNN for CPU-scale runs: three conv-BN-ReLU stages (two max-pools), global pooling, linear."""
+    """A small CNN for CPU-scale runs: three conv-BN-ReLU stages (two max-pools), global pooling, linear.
 
-    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 8):
+    pool: "mean" (global average) or "max" (global max: suits small objects on an empty background).
+    """
+
+    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 8, pool: str = "mean"):
         super().__init__()
+        if pool not in ("mean", "max"):
+            from cuekit.errors import UnknownChoiceError
+
+            raise UnknownChoiceError("pool", pool, ("mean", "max"))
+        self.pool = pool
         chans = [in_chans, width, 2 * width, 4 * width]
         layers: list[nn.Module] = []
         for i in range(3):
@@ -65,7 +81,8 @@ class SmallConvNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, C, H, W) -> logits (N, num_classes)."""
-        return self.fc(self.features(x).mean((2, 3)))
+        h = self.features(x)
+        return self.fc(h.amax((2, 3)) if self.pool == "max" else h.mean((2, 3)))
 
 
 def make_model(name: str, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
@@ -77,10 +94,30 @@ def make_model(name: str, num_classes: int, in_chans: int, img_size: int) -> nn.
     return create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
 
 
+class _Normaliser:
+    """Pixel images -> the model's input, (x - mean) / std per channel, on `device` (picklable)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int, device):
+        self.device = torch.device(device)
+        self.mean = torch.as_tensor(list(mean)[:channels], dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.as_tensor(list(std)[:channels], dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """x (N, C, H, W) float pixels -> normalised float32 on the device."""
+        return (x.to(self.device).float() - self.mean.to(self.device)) / self.std.to(self.device)
+
+
 def _normaliser(mean: Sequence[float], std: Sequence[float], channels: int, device) -> Callable[[Tensor], Tensor]:
-    m = torch.as_tensor(list(mean)[:channels], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    s = torch.as_tensor(list(std)[:channels], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    return lambda x: (x.to(device).float() - m) / s
+    return _Normaliser(mean, std, channels, device)
+
+
+def occlude_with_fill(images: Tensor, kind: str, fraction: float, fill: Tensor) -> Tensor:
+    """`occlude` with a per-channel fill: images (N, C, H, W), fill (C,) -> same shape.
+
+    Occluding the mean-centred images with 0 and adding the fill back fills the region with `fill`.
+    """
+    f = fill.to(images.dtype).to(images.device).view(1, -1, 1, 1)
+    return occlude(images - f, kind, fraction, 0.0) + f
 
 
 @torch.no_grad()
@@ -103,19 +140,31 @@ class RobustnessSuite:
 
     def __init__(self, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float],
                  settings: SuiteSettings | None = None, device: str | torch.device = "cpu",
-                 ood_sets: dict[str, Tensor] | None = None, progress: bool = False):
+                 ood_sets: dict[str, Tensor] | None = None, progress: bool = False,
+                 occlusion_fill: Sequence[float] | Tensor | None = None):
+        """occlusion_fill: per-channel pixel values for the occluded region, e.g. the training set's mean
+        (default: the per-channel mean of `images`)."""
         self.settings = settings or SuiteSettings()
         self.images, self.labels = images.float().clamp(0, 1), labels.long()
         self.mean, self.std, self.device = list(mean), list(std), torch.device(device)
         n, c, h, w = images.shape
         self.preset = resolve_preset(self.settings.preset, h, w)
         self.normalise = _normaliser(self.mean, self.std, c, self.device)
+        fill = self.images.mean((0, 2, 3)) if occlusion_fill is None else torch.as_tensor(occlusion_fill).float()
+        if fill.numel() == 1:
+            fill = fill.reshape(1).expand(c)
+        if fill.numel() != c:
+            from cuekit.errors import UsageError
+
+            raise UsageError(f"occlusion_fill has {fill.numel()} values for {c} channels")
+        self.occlusion_fill = fill.reshape(c).clone()
         from tqdm.auto import tqdm
 
         jobs = [(name, s) for name in self.settings.corruptions for s in self.settings.severities]
         self.corrupted: dict[tuple[str, int], Tensor] = {}
+        sub = self.images[:self.settings.corruption_images]
         for k, (name, s) in enumerate(tqdm(jobs, desc="corrupting", disable=not progress, leave=False)):
-            out = corrupt(self.images.to(self.device), name, s, seed=self.settings.seed * 1000 + k, preset=self.preset)
+            out = corrupt(sub.to(self.device), name, s, seed=self.settings.seed * 1000 + k, preset=self.preset)
             self.corrupted[(name, s)] = torch.round(out * 255).to(torch.uint8).cpu()
         self.ood: dict[str, Tensor] = dict(ood_sets or {})
         for spec in self.settings.ood:
@@ -130,7 +179,8 @@ class RobustnessSuite:
         logits = _logits(model, self.images, self.normalise, bs)
         probs = logits.softmax(1)
         bins = reliability_bins(probs, self.labels, st.n_bins)
-        clean = {"acc": float((logits.argmax(1) == self.labels).float().mean()),
+        acc = float((logits.argmax(1) == self.labels).float().mean())
+        clean = {"acc": acc, "confidence": float(probs.max(1).values.mean()),
                  "nll": negative_log_likelihood(probs, self.labels), "ece": bins.ece, "mce": bins.mce,
                  "brier": brier_score(probs, self.labels), "reliability": dataclasses.asdict(bins)}
         per_corruption: dict[str, list[float]] = {}
@@ -138,22 +188,26 @@ class RobustnessSuite:
         for name in st.corruptions:
             accs = []
             for s in st.severities:
-                lg = _logits(model, self.corrupted[(name, s)], self.normalise, bs)
-                accs.append(float((lg.argmax(1) == self.labels).float().mean()))
-                eces.append(reliability_bins(lg.softmax(1), self.labels, st.n_bins).ece)
+                corrupted = self.corrupted[(name, s)]
+                labels = self.labels[:len(corrupted)]
+                lg = _logits(model, corrupted, self.normalise, bs)
+                accs.append(float((lg.argmax(1) == labels).float().mean()))
+                eces.append(reliability_bins(lg.softmax(1), labels, st.n_bins).ece)
             per_corruption[name] = accs
         corr_mean = sum(sum(v) for v in per_corruption.values()) / max(1, sum(len(v) for v in per_corruption.values()))
         scores_in = max_softmax_score(logits)
         ood = {spec: ood_metrics(scores_in, max_softmax_score(_logits(model, imgs, self.normalise, bs)))
                for spec, imgs in self.ood.items()}
-        fgsm = fgsm_accuracy(model, self.normalise(self.images).cpu(), self.labels, st.epsilons, self.mean, self.std,
-                             bs, self.device)
+        n_fgsm = st.fgsm_images
+        fgsm = fgsm_accuracy(model, self.normalise(self.images[:n_fgsm]).cpu(), self.labels[:n_fgsm], st.epsilons,
+                             self.mean, self.std, bs, self.device)
         occl = {}
+        occ_images, occ_labels = self.images[:st.occlusion_images], self.labels[:st.occlusion_images]
         for kind in ("center", "boundary"):
             occl[kind] = {}
             for frac in st.occlusion:
-                lg = _logits(model, occlude(self.images, kind, frac), self.normalise, bs)
-                occl[kind][str(frac)] = float((lg.argmax(1) == self.labels).float().mean())
+                lg = _logits(model, occlude_with_fill(occ_images, kind, frac, self.occlusion_fill), self.normalise, bs)
+                occl[kind][str(frac)] = float((lg.argmax(1) == occ_labels).float().mean())
         return {
             "clean": clean,
             "corruption": {"acc": per_corruption, "mean_acc": corr_mean,
@@ -163,6 +217,10 @@ class RobustnessSuite:
             "ood_mean_auroc": sum(m["auroc"] for m in ood.values()) / max(1, len(ood)),
             "fgsm": {f"{e:.6g}": a for e, a in fgsm.items()},
             "occlusion": occl,
+            # clean accuracy on the images each subset-measure used (the first N), its own reference point
+            "subset_clean_acc": {name: float((logits[:k].argmax(1) == self.labels[:k]).float().mean())
+                                 for name, k in (("corruption", st.corruption_images), ("fgsm", n_fgsm),
+                                                 ("occlusion", st.occlusion_images))},
             "n": int(len(self.labels)),
         }
 

@@ -38,7 +38,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="OOD sets: blobs, gaussian, uniform, a dataset spec (shapes-loc, dsprites, ...) or folder:PATH")
     g.add_argument("--epsilons", default="0,1,2,4,8", help="FGSM epsilons in 1/255 pixel units")
     g.add_argument("--occlusion", default="0.25,0.5,0.75",
-                   help="centre / boundary occlusion sizes as fractions of the image side")
+                   help="centre / boundary occlusion sizes as fractions of the image side (the region is filled "
+                   "with the per-channel mean of the evaluation images)")
     g.add_argument("--bins", type=int, default=15, help="ECE bins")
     g.add_argument("--eval-batch-size", type=int, default=256)
     g.add_argument("--eval-seed", type=int, default=0, help="seed of the corruption and OOD randomness")
