@@ -154,6 +154,41 @@ def test_dsprites_colour_oracle_scores_the_sets_own_agreement_rate(dsprites_data
     assert acc == agreement
 
 
+def test_orientation_restricted_source_keeps_every_image_distinct():
+    """Over 0..360 deg a square at 0 and 90 deg is one image in two orientation bins; the 0..81 deg source
+    keeps one symmetry period, so the orientation of every shape can be read from the pixels."""
+    from cuekit.data import dsprites
+
+    full, kept = DSpritesSource(), DSpritesSource(orientations=range(10))
+    assert len(kept) == len(full) // 4 and set(np.unique(kept.latents()[:, 3])) == set(range(10))
+    square = np.array([[0, 0, 5, k, 16, 16] for k in (0, 10, 9)])
+    imgs = dsprites.render(torch.as_tensor(square), 32)
+    assert torch.equal(imgs[0], imgs[1])             # 0 and 90 deg: the same square
+    assert not torch.equal(imgs[0], imgs[2])          # 0 and 81 deg differ
+    picked = np.arange(0, len(kept), 9973)
+    assert np.array_equal(full.latents()[kept.dsprites_index(picked)], kept.latents()[picked])
+    assert torch.equal(kept.load_images(picked[:3], 16), full.load_images(kept.dsprites_index(picked[:3]), 16))
+    data = build_cue_conflict(kept, DSPRITES_CUES, train_per_class=4, valid_per_class=2, seed=0, img_size=8)
+    assert data.level_definitions["orientation"] == [(0, 2), (3, 6), (7, 9)]
+    with pytest.raises(UsageError, match="orientations"):
+        DSpritesSource(orientations=[0, 40])
+
+
+def test_cue_training_set_takes_a_balanced_seeded_diagonal_subset(dsprites_data):
+    whole = dsprites_data.cue_training_set("shape")
+    half = dsprites_data.cue_training_set("shape", diagonal_per_class=20, seed=1)
+    assert len(whole) == 3 * 40 + 3 * 10 and len(half) == 3 * 20 + 3 * 10
+    diag = set(dsprites_data.split("diagonal", "train").indices)
+    picked = [i for i in half.indices if i in diag]
+    assert np.bincount(dsprites_data.split("diagonal", "train").labels[
+        np.searchsorted(dsprites_data.split("diagonal", "train").indices, picked)], minlength=3).tolist() == [20] * 3
+    assert np.array_equal(half.indices, dsprites_data.cue_training_set("shape", diagonal_per_class=20, seed=1).indices)
+    assert not np.array_equal(half.indices, dsprites_data.cue_training_set("shape", diagonal_per_class=20,
+                                                                           seed=2).indices)
+    with pytest.raises(DataError, match="fewer than the 41"):
+        dsprites_data.cue_training_set("shape", diagonal_per_class=41)
+
+
 def test_bad_cue_choices_raise_clear_errors():
     src = DSpritesSource()
     with pytest.raises(UsageError, match="at least 2 cues"):

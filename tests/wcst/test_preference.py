@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from wcst_helpers import FactorialSource  # noqa: E402
 
-from cuekit.errors import DataError, UnknownChoiceError
+from cuekit.errors import DataError, UnknownChoiceError, UsageError
 from cuekit.wcst.abundance import CENSUS_LABEL, perturbed_state, run_census, run_radius_rerun
 from cuekit.wcst.datasets import build_cue_conflict
 from cuekit.wcst.flatness import run_flatness
@@ -63,23 +63,31 @@ def test_parallel_workers_give_the_same_runs(visible_hidden):
 
 
 def test_cue_solution_of_the_invisible_cue_cannot_learn_it(visible_hidden):
-    res = run_flatness(visible_hidden, FitSettings(**FAST), seeds=[0], radii=[0.0, 1.0], samples=2, probes=2,
+    res = run_flatness(visible_hidden, FitSettings(**FAST), seeds=[0], radii=[0.5, 1.0], directions=2, probes=2,
                        max_eval=60, trace_samples=30, progress=False)
     s = res["summary"]
     assert s["c0"]["own_cue_acc"][0] == 1.0
     assert s["c1"]["own_cue_acc"][0] < 0.6          # images carry no trace of c1
     for run in res["runs"]:
-        assert run["sphere"]["delta_loss_mean"][0] == pytest.approx(0.0, abs=1e-6)
+        assert run["loss_increase"]["radii"] == [0.5, 1.0] and len(run["loss_increase"]["delta_loss_all"][0]) == 2
+    with pytest.raises(UsageError, match="> 0"):
+        run_flatness(visible_hidden, FitSettings(**FAST), seeds=[0], radii=[0.0, 1.0], progress=False)
 
 
-def test_perturbed_state_moves_parameters_by_the_radius_only():
+def test_perturbed_state_moves_each_filter_by_the_radius_times_its_norm():
     import torch
+    from torch import nn
 
-    state = {"w": torch.zeros(3, 2), "b": torch.ones(2), "running_mean": torch.full((2,), 7.0)}
-    out = perturbed_state(state, ["w", "b"], radius=2.5, seed=0)
-    moved = torch.cat([(out["w"] - state["w"]).flatten(), out["b"] - state["b"]])
-    assert float(moved.norm()) == pytest.approx(2.5, rel=1e-5)
-    assert torch.equal(out["running_mean"], state["running_mean"])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    model[1].running_mean.fill_(7.0)
+    out = perturbed_state(model, radius=0.5, seed=0)
+    state = model.state_dict()
+    for name in ("0.weight", "3.weight"):
+        moved = (out[name] - state[name]).flatten(1).norm(dim=1)
+        assert torch.allclose(moved, 0.5 * state[name].flatten(1).norm(dim=1), rtol=1e-4)
+    for name in ("0.bias", "1.weight", "1.bias", "3.bias", "1.running_mean", "1.running_var"):
+        assert torch.equal(out[name], state[name])     # 1-D parameters and buffers stay
 
 
 def test_radius_rerun_and_census(visible_hidden):
@@ -95,20 +103,3 @@ def test_training_errors_are_clear(visible_hidden):
         run_preference(visible_hidden, FitSettings(model="resnet21"), seeds=[0], progress=False)
     with pytest.raises(DataError, match="fewer than one batch"):
         run_preference(visible_hidden, FitSettings(model="mlp", batch_size=1000), seeds=[0], progress=False)
-
-
-def test_reproduce_section_at_a_tiny_scale(tmp_path):
-    from cuekit.report.experiments import ExperimentConfig
-    from cuekit.report.runner import check_result
-    from cuekit.wcst.experiment import SCALES, run_at_scale
-
-    tiny = {**SCALES[True], "model": "mlp", "train_per_class": 11, "valid_per_class": 4,
-            "offdiag_train_per_class": 4, "epochs": 1, "flat_epochs": 1, "radius_levels": 2, "samples": 1,
-            "probes": 1, "max_eval": 16, "trace_samples": 8, "bases": 2}
-    cfg = ExperimentConfig(out_dir=tmp_path, seeds=(0, 1, 2), img_size=16)
-    result = run_at_scale(cfg, tiny)
-    checked, warnings = check_result(result, tmp_path)
-    assert warnings == []
-    assert checked["plots"] == ["wcst_preference.png", "wcst_flatness.png", "wcst_complexity.png"]
-    assert len(result["effects"]) == 3
-    assert [row[0] for row in result["table"]["rows"]] == ["color", "shape", "scale", "orientation"]

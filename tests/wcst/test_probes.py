@@ -8,9 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from cuekit.wcst.complexity import conditional_cost, correlate, cue_complexity, rank, spearman
+from cuekit.errors import UsageError
+from cuekit.wcst.complexity import conditional_cost, correlate, cue_complexity, kendall_tau, rank, spearman
 from cuekit.wcst.datasets import DSpritesSource, build_cue_conflict
-from cuekit.wcst.flatness import hutchinson_trace, parameter_norm, sphere_test
+from cuekit.wcst.flatness import (
+    filter_normalized_direction,
+    hutchinson_trace,
+    loss_increase,
+    parameter_norm,
+    sphere_test,
+)
 from cuekit.wcst.runs import recalibrate_batchnorm
 
 
@@ -68,6 +75,75 @@ def test_sphere_test_keeps_batchnorm_buffers():
     sphere_test(model, torch.randn(16, 3, 8, 8), torch.randint(0, 2, (16,)), [1.0], samples=2)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert not model.training and model[1].momentum == 0.1
+
+
+def _small_bn_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+
+
+def test_filter_normalized_direction_matches_every_filter_norm_and_skips_1d():
+    torch.manual_seed(0)
+    model = _small_bn_net()
+    with torch.no_grad():
+        model[0].weight[1].mul_(10.0)               # one filter 10x larger: its direction follows
+    d = filter_normalized_direction(model, seed=3)
+    params = list(model.parameters())
+    assert [t.shape for t in d] == [p.shape for p in params]
+    for t, p in zip(d, params):
+        if p.dim() <= 1:
+            assert not t.any()                       # biases and BatchNorm parameters do not move
+        else:
+            assert torch.allclose(t.flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1), rtol=1e-5)
+    again = filter_normalized_direction(model, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(d, again))
+    # the same raw draws for another solution of the architecture: directions differ only by filter scale
+    other = _small_bn_net()
+    d2 = filter_normalized_direction(other, seed=3)
+    cos = torch.nn.functional.cosine_similarity(d[0][0].flatten(), d2[0][0].flatten(), dim=0)
+    assert float(cos) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_loss_increase_is_invariant_to_rescaled_filters_before_batchnorm():
+    """BatchNorm makes the scale of the filters before it arbitrary; filter-normalised radii see the same
+    function, so the loss increase of a rescaled copy is the same (the isotropic probe's is not)."""
+    torch.manual_seed(0)
+    model = _small_bn_net()
+    x, y = torch.randn(64, 3, 8, 8), torch.randint(0, 3, (64,))
+    model.train()
+    with torch.no_grad():
+        model(x)                                     # BatchNorm statistics of this data
+    model.eval()
+    scaled = _small_bn_net()
+    scaled.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        scaled[0].weight.mul_(5.0)
+        scaled[0].bias.mul_(5.0)
+        scaled[1].running_mean.mul_(5.0)
+        scaled[1].running_var.mul_(25.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    a = loss_increase(model, x, y, [0.2, 0.5], directions=3, seed=1)
+    b = loss_increase(scaled, x, y, [0.2, 0.5], directions=3, seed=1)
+    assert a["base_loss"] == pytest.approx(b["base_loss"], rel=1e-4)
+    assert a["delta_loss_mean"] == pytest.approx(b["delta_loss_mean"], rel=1e-3, abs=1e-6)
+    assert a["delta_loss_mean"][1] != 0
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))   # weights restored
+    assert not model.training
+    iso_a = sphere_test(model, x, y, [0.5], samples=3, batchnorm="running")
+    iso_b = sphere_test(scaled, x, y, [0.5], samples=3, batchnorm="running")
+    assert iso_a["delta_loss_mean"][0] != pytest.approx(iso_b["delta_loss_mean"][0], rel=1e-2)
+
+
+def test_loss_increase_rejects_radius_zero():
+    with pytest.raises(UsageError, match="> 0"):
+        loss_increase(_small_bn_net(), torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long), [0.0, 0.5], 1)
+
+
+def test_kendall_tau_b():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, 3, 4], [1, 1, 2, 2]) == pytest.approx(4 / math.sqrt(6 * 4))
+    assert kendall_tau([1, 2, 3, 4], [2, 1, 4, 3]) == pytest.approx(1 / 3)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
 
 
 def test_recalibrated_batchnorm_holds_the_exact_data_statistics():

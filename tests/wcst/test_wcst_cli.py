@@ -50,7 +50,7 @@ def test_audit_writes_results_and_plot(csv_data, tmp_path, capsys):
 
 def test_flatness_abundance_complexity_commands(csv_data, tmp_path, capsys):
     base = ["--data", f"csv:{csv_data}", *COMMON]
-    assert main(["wcst", "flatness", *base, "--radii", "0,0.5", "--samples", "2", "--probes", "2",
+    assert main(["wcst", "flatness", *base, "--radii", "0.25,0.5", "--directions", "2", "--probes", "2",
                  "--out", str(tmp_path / "f")]) == 0
     flat = json.loads((tmp_path / "f" / "results.json").read_text())
     assert set(flat["results"]["summary"]) == {"hue", "size"}
@@ -70,6 +70,13 @@ def test_flatness_abundance_complexity_commands(csv_data, tmp_path, capsys):
     assert "cuekit's proxy (not the paper's)" in text
     for name in ("f/flatness.png", "a/radius_rerun.png", "a/census.png", "c/complexity.png"):
         assert (tmp_path / name).exists()
+
+
+def test_flatness_rejects_radius_zero(csv_data, tmp_path, capsys):
+    code = main(["wcst", "flatness", "--data", f"csv:{csv_data}", *COMMON, "--radii", "0,0.5",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "must all be > 0" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("args, code, needle", [

@@ -2,7 +2,9 @@
 
 (a) Radius re-run (public code: `main_radius_rerun.py`): perturb each cue-k solution by radius r,
     re-train on the diagonal set only, and see which cue the run lands on. A cue whose basin holds
-    the run up to larger r occupies more of the parameter space.
+    the run up to larger r occupies more of the parameter space. Radii are filter-normalised (see
+    `cuekit.wcst.flatness`): the same r is the same relative move for every solution; the public
+    code moved all parameters along an isotropic Gaussian direction of absolute norm r.
 (b) Initialisation census (our addition, not in the paper's code): train many random
     initialisations on the diagonal set and count how often each cue is adopted.
 """
@@ -15,43 +17,53 @@ import torch
 
 from cuekit.io import save_figure
 from cuekit.parallel import run_jobs
-from cuekit.wcst.datasets import CueConflictData
+from cuekit.wcst.datasets import DIAGONAL, CueConflictData
 from cuekit.wcst.preference import run_preference
 from cuekit.wcst.runs import FitSettings, adopted_cue, fit
 
 CENSUS_LABEL = "initialisation census (cuekit's addition, not in the paper)"
 
 
-def perturbed_state(state: dict, model_params: Sequence[str], radius: float, seed: int) -> dict:
-    """A copy of `state` whose parameters (names in `model_params`) moved by `radius` along a
-    random Gaussian direction (buffers such as BatchNorm statistics unchanged)."""
-    gen = torch.Generator().manual_seed(seed)
-    noise = {k: torch.randn(state[k].shape, generator=gen) for k in model_params}
-    norm = torch.sqrt(sum((n ** 2).sum() for n in noise.values()))
-    out = {k: v.clone() for k, v in state.items()}
-    for k, n in noise.items():
-        out[k] = state[k] + (radius / norm) * n.to(state[k].dtype)
+@torch.no_grad()
+def perturbed_state(model: torch.nn.Module, radius: float, seed: int) -> dict:
+    """The state dict of `model` with its weights moved to theta* + radius d, d a filter-normalised
+    random direction (seed `seed`); 1-D parameters and buffers (BatchNorm statistics) unchanged."""
+    from cuekit.wcst.flatness import filter_normalized_direction
+
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    direction = dict(zip(names, filter_normalized_direction(model, seed)))
+    out = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name, d in direction.items():
+        out[name] = out[name] + float(radius) * d.to(out[name].dtype)
     return out
+
+
+def rerun_from(data: CueConflictData, solution: torch.nn.Module, rerun: FitSettings, seed: int, radius: float,
+               direction_seed: int) -> dict:
+    """Perturb `solution` by `radius` (filter-normalised, direction `direction_seed`) and re-train it on
+    the diagonal train split with `rerun`; returns the radius, the final accuracies ("final": every cue's
+    off-diagonal valid split, "diagonal_acc") and the adopted cue (None: no single cue above chance)."""
+    eval_sets = {c: data.dataset(c, "valid") for c in data.cues}
+    start = perturbed_state(solution, radius, direction_seed)
+    _, curves = fit(data, rerun, seed, eval_sets=eval_sets, init_state=start, record="final")
+    final = {c: curves[c][-1] for c in data.cues}
+    return {"radius": float(radius), "final": final, "diagonal_acc": curves[DIAGONAL][-1],
+            "adopted": adopted_cue(final, 1.0 / data.num_levels)}
 
 
 def radius_rerun(data: CueConflictData, solve: FitSettings, rerun: FitSettings, cue: str, seed: int,
                  radii: Sequence[float], repeats: int = 1) -> dict:
     """Train the cue-`cue` solution, then for every radius perturb it `repeats` times and re-train
     on the diagonal set; returns the adopted cue and off-diagonal accuracies of every re-run."""
-    eval_sets = {c: data.dataset(c, "valid") for c in data.cues}
-    model, curves = fit(data, solve, seed, train_set=data.cue_training_set(cue), eval_sets=eval_sets)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    from cuekit.wcst.flatness import cue_solution
+
+    model, final = cue_solution(data, solve, cue, seed)
     reruns = []
     for i, r in enumerate(radii):
         for rep in range(repeats):
-            start = perturbed_state(state, names, r, seed * 1_000_003 + i * 1009 + rep)
-            _, c2 = fit(data, rerun, seed + 1 + rep, eval_sets=eval_sets, init_state=start)
-            final = {c: c2[c][-1] for c in data.cues}
-            reruns.append({"radius": float(r), "repeat": rep, "final": final,
-                           "adopted": adopted_cue(final, 1.0 / data.num_levels),
-                           "start": {c: c2[c][0] for c in data.cues}})
-    return {"cue": cue, "seed": seed, "solution_final": {c: curves[c][-1] for c in data.cues}, "reruns": reruns}
+            reruns.append({**rerun_from(data, model, rerun, seed, r, seed * 1_000_003 + i * 1009 + rep),
+                           "repeat": rep})
+    return {"cue": cue, "seed": seed, "solution_final": {c: final[c] for c in data.cues}, "reruns": reruns}
 
 
 def _rerun_job(job: tuple) -> dict:
@@ -102,7 +114,7 @@ def plot_radius_rerun(result: dict, path: str | Path) -> Path:
     cues = result["cues"]
     for c, rows in result["landing"].items():
         ax.plot(result["radii"], [row[cues.index(c)] for row in rows], marker="o", ms=3, label=f"from {c} solution")
-    ax.set_xlabel("perturbation radius at initialisation")
+    ax.set_xlabel("radius of the perturbed start (filter-normalised)")
     ax.set_ylabel("fraction of re-runs that stay on the cue")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Radius re-run ({result['model']})")

@@ -46,7 +46,8 @@ def _add_data_args(p: argparse.ArgumentParser, offdiag_train: bool) -> None:
     g.add_argument("--data-seed", type=int, default=0, help="seed of the sampling of the sets")
 
 
-def _add_fit_args(p: argparse.ArgumentParser, model_help: str = "registry model name or mlp") -> None:
+def _add_fit_args(p: argparse.ArgumentParser, model_help: str = "convnet (the audit's small CNN), a registry "
+                  "model name or mlp") -> None:
     g = p.add_argument_group("training")
     g.add_argument("--model", default="resnet20", help=model_help)
     g.add_argument("--epochs", type=int, default=10)
@@ -83,31 +84,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the adopted one; the preference order is by mean accuracy over seeds. Writes "
                         "results.json, results.txt and preference_<model>.png.")
     _add_data_args(a, offdiag_train=False)
-    _add_fit_args(a, "comma-separated models: registry names (resnet20, vit_nano, ...) or mlp")
+    _add_fit_args(a, "comma-separated models: convnet (the audit's small CNN), registry names (resnet20, "
+                  "vit_nano, ...) or mlp")
     _add_run_args(a, "audit")
     a.set_defaults(func=_audit)
 
     f = wsub.add_parser("flatness", formatter_class=fmt, help="flatness of each cue's solution",
                         description="For every cue k train a cue-k solution (diagonal + cue k's off-diagonal "
-                        "samples, so only cue k explains all of it), then move its weights by random directions of "
-                        "growing radius r (--samples per radius) and record the loss increase on the diagonal set; "
-                        "also a Hutchinson estimate of the Hessian trace. Lower = flatter. Writes flatness.png.")
+                        "samples, so only cue k explains all of it), then move its weights along random directions "
+                        "normalised filter by filter (Li et al. 2018; 1-D parameters fixed) to radii r > 0 "
+                        "(--directions per radius) and record the loss increase on the diagonal set; also a "
+                        "Hutchinson estimate of the Hessian trace. Lower = flatter. Writes flatness.png.")
     _add_data_args(f, offdiag_train=True)
     _add_fit_args(f)
     _add_run_args(f, "flatness", seeds=1)
     g = f.add_argument_group("probe")
-    g.add_argument("--radii", default=None, help="comma-separated radii (default: 0 .. the initial weights' norm "
-                   "times --max-radius-fraction, in --radius-levels steps)")
-    g.add_argument("--radius-levels", type=int, default=6)
-    g.add_argument("--max-radius-fraction", type=float, default=1.0)
-    g.add_argument("--samples", type=int, default=10, help="random directions per radius")
+    g.add_argument("--radii", default="0.1,0.25,0.5", help="comma-separated radii > 0, relative to each filter's "
+                   "norm (filter-normalised directions)")
+    g.add_argument("--directions", type=int, default=5, help="random directions (each measured at every radius)")
     g.add_argument("--probes", type=int, default=8, help="Hutchinson probe vectors")
     g.add_argument("--eval-samples", type=int, default=512, help="diagonal training images the loss is measured on")
     f.set_defaults(func=_flatness)
 
     b = wsub.add_parser("abundance", formatter_class=fmt, help="how much of parameter space leads to each cue",
-                        description="rerun: perturb each cue's solution by radius r and re-train on the diagonal "
-                        "set; which cue does it land on (public code's radius re-run). census: train many random "
+                        description="rerun: perturb each cue's solution by radius r (filter-normalised direction) "
+                        "and re-train on the diagonal set; which cue does it land on (public code's radius re-run). "
+                        "census: train many random "
                         "initialisations on the diagonal set and count the adopted cues (cuekit's addition, not in "
                         "the paper). Writes radius_rerun.png and/or census.png.")
     _add_data_args(b, offdiag_train=True)
@@ -115,9 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_run_args(b, "abundance", seeds=1)
     g = b.add_argument_group("probe")
     g.add_argument("--mode", choices=("rerun", "census", "both"), default="both")
-    g.add_argument("--radii", default=None, help="comma-separated radii for rerun (default: 0 .. the initial "
-                   "weights' norm in --radius-levels steps)")
-    g.add_argument("--radius-levels", type=int, default=5)
+    g.add_argument("--radii", default="0.25,0.5,1", help="comma-separated radii for rerun, relative to each "
+                   "filter's norm (filter-normalised directions)")
     g.add_argument("--repeats", type=int, default=2, help="re-runs per radius")
     g.add_argument("--rerun-epochs", type=int, default=None, help="epochs of each re-run (default: --epochs)")
     g.add_argument("--inits", type=int, default=10, help="random initialisations for the census")
@@ -212,14 +213,14 @@ def _flatness(args) -> int:
     settings = _settings(args)
     data = _build_data(args, args.offdiag_train_per_class if args.offdiag_train_per_class is not None
                        else args.train_per_class)
-    res = run_flatness(data, settings, range(args.seeds), radii=_float_list(args.radii),
-                       radius_levels=args.radius_levels, max_radius_fraction=args.max_radius_fraction,
-                       samples=args.samples, probes=args.probes, max_eval=args.eval_samples, workers=args.workers,
+    res = run_flatness(data, settings, range(args.seeds), radii=_float_list(args.radii), directions=args.directions,
+                       probes=args.probes, max_eval=args.eval_samples, workers=args.workers,
                        progress=not args.no_progress)
     out = Path(args.out)
     plot = plot_flatness(res, out / "flatness.png")
-    rows = [[cue, s["sharpness"][0], s["sharpness"][1], s["hessian_trace"][0], s["hessian_trace"][1],
-             s["own_cue_acc"][0]] for cue, s in res["summary"].items()]
+    nan = (float("nan"), float("nan"))
+    rows = [[cue, s["sharpness"][0], s["sharpness"][1], *s.get("hessian_trace", nan), s["own_cue_acc"][0]]
+            for cue, s in res["summary"].items()]
     table = write_results(out, {"command": "wcst flatness", "config": _config(args), "data": data.summary(),
                                 "results": res, "plots": [plot.name]},
                           ["cue_solution", "loss_increase_mean", "loss_increase_std", "hessian_trace_mean",
@@ -240,7 +241,6 @@ def _abundance(args) -> int:
         run_census,
         run_radius_rerun,
     )
-    from cuekit.wcst.flatness import default_radii
 
     _check_seeds(args)
     settings = _settings(args)
@@ -249,7 +249,11 @@ def _abundance(args) -> int:
     out = Path(args.out)
     results, rows, plots = {}, [], []
     if args.mode in ("rerun", "both"):
-        radii = _float_list(args.radii) or default_radii(data, settings, args.radius_levels)
+        radii = _float_list(args.radii)
+        if not radii or min(radii) < 0:
+            from cuekit.errors import UsageError
+
+            raise UsageError(f"--radii must be numbers >= 0, got {args.radii!r}")
         rerun = _settings(args, epochs=args.rerun_epochs or args.epochs)
         res = run_radius_rerun(data, settings, rerun, range(args.seeds), radii, repeats=args.repeats,
                                workers=args.workers, progress=not args.no_progress)

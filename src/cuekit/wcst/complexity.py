@@ -137,6 +137,25 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b between two sequences (ties handled); nan if either is constant."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError("kendall_tau needs two sequences of the same length >= 2")
+    concordant = discordant = tied_a = tied_b = pairs = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            pairs += 1
+            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+            tied_a += da == 0
+            tied_b += db == 0
+            if da * db > 0:
+                concordant += 1
+            elif da * db < 0:
+                discordant += 1
+    den = float(np.sqrt((pairs - tied_a) * (pairs - tied_b)))
+    return float((concordant - discordant) / den) if den > 0 else float("nan")
+
+
 def cue_complexity(data: CueConflictData, cues: Sequence[str] | None = None, *, method: str | None = None,
                    codecs: Sequence[str] = tuple(CODECS), bases: int = 16, bits: int = 4, seed: int = 0) -> dict:
     """The complexity proxy of every cue under every codec, and the rank order (simplest first).

@@ -221,9 +221,11 @@ class CueConflictData:
         parts = [s.indices for s in self.diagonal.values()]
         parts += [s.indices for d in self.off_diagonal.values() for s in d.values()]
         index = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-        chunks = [self.source.load_images(index[i:i + 2048], self.img_size) for i in range(0, index.size, 2048)]
-        imgs = torch.cat(chunks) if chunks else torch.zeros(0, self.source.in_chans, self.img_size, self.img_size)
-        self._cache_images = (imgs.clamp(0, 1) * 255).round().to(torch.uint8)
+        size = self.img_size
+        imgs = torch.empty(index.size, self.source.in_chans, size, size, dtype=torch.uint8)
+        for i in range(0, index.size, 1024):     # uint8 chunk by chunk: no float copy of the whole set
+            imgs[i:i + 1024] = self.source.load_images(index[i:i + 1024], size).clamp_(0, 1).mul_(255).round_()
+        self._cache_images = imgs
         self._cache_index = index
         return self
 
@@ -250,11 +252,27 @@ class CueConflictData:
             raise DataError(f"some samples of {set_name}/{split} have no level of cue {label_cue!r}")
         return ConflictDataset(self, part.indices, labels)
 
-    def cue_training_set(self, cue: str, split: str = "train") -> "ConflictDataset":
-        """Diagonal + D_cue, labelled by cue's level: the data only `cue` explains fully (cue-k solutions)."""
+    def cue_training_set(self, cue: str, split: str = "train", diagonal_per_class: int | None = None,
+                         seed: int = 0) -> "ConflictDataset":
+        """Diagonal + D_cue, labelled by cue's level: the data only `cue` explains fully (cue-k solutions).
+
+        diagonal_per_class: use a seeded random subset of this many diagonal samples per class
+        (default: the whole diagonal split).
+        """
         diag, off = self.split(DIAGONAL, split), self.split(cue, split)
-        return ConflictDataset(self, np.concatenate([diag.indices, off.indices]),
-                               np.concatenate([diag.labels, off.labels]))
+        keep = np.arange(len(diag))
+        if diagonal_per_class is not None:
+            rng = np.random.default_rng(seed)
+            parts = []
+            for level in range(self.num_levels):
+                mine = np.flatnonzero(diag.labels == level)
+                if mine.size < diagonal_per_class:
+                    raise DataError(f"the diagonal {split} split has {mine.size} samples of level {level}, fewer "
+                                    f"than the {diagonal_per_class} asked for")
+                parts.append(np.sort(rng.choice(mine, size=diagonal_per_class, replace=False)))
+            keep = np.concatenate(parts)
+        return ConflictDataset(self, np.concatenate([diag.indices[keep], off.indices]),
+                               np.concatenate([diag.labels[keep], off.labels]))
 
     def _cue_pos(self, cue: str) -> int:
         if cue not in self.cues:
@@ -303,6 +321,10 @@ class ConflictDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.__getitems__([int(i)])[0]
+
+    def subset(self, n: int) -> "ConflictDataset":
+        """The first `n` samples."""
+        return ConflictDataset(self.data, self.indices[:n], self.labels[:n])
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All images and labels at once: (n, C, H, W) float, (n,) long."""
@@ -426,25 +448,58 @@ def _dsprites_latent_table() -> np.ndarray:
 
 class DSpritesSource(CueSource):
     """Color-dSprites (built in, rendered on demand): cues color, shape (categorical), scale,
-    orientation, posx, posy (ordinal, by latent class id)."""
+    orientation, posx, posy (ordinal, by latent class id).
+
+    `orientations`: keep only these orientation class ids (default all 40). `range(10)` (0..81 deg)
+    keeps one symmetry period of the square, so every kept latent renders a different image and the
+    orientation of every shape can be read from the pixels (over 0..360 deg a square at 0 and at 90
+    deg, or an ellipse at 0 and 180 deg, are the same image in different orientation bins).
+    """
 
     name = "dsprites"
     default_img_size = 64
     CATEGORICAL_CUES = ("color", "shape")
 
-    def __init__(self, antialias: bool = True):
+    def __init__(self, antialias: bool = True, orientations: Sequence[int] | None = None):
         from cuekit.data import dsprites
 
         self.antialias = antialias
         self.cue_names = tuple(dsprites.LATENT_NAMES)
         self.sizes = tuple(dsprites.LATENT_SIZES)
+        self.orientations: tuple[int, ...] | None = None
+        self._index: np.ndarray | None = None     # (N,) dsprites index of each kept sample; None = all
+        self._latents: np.ndarray | None = None   # (N, 6) int8 latents of the kept samples, built once
+        if orientations is not None:
+            kept = sorted({int(o) for o in orientations})
+            n_orient = self.sizes[self.cue_names.index("orientation")]
+            if not kept or kept[0] < 0 or kept[-1] >= n_orient:
+                raise UsageError(f"orientations must be class ids in [0, {n_orient}), got {list(orientations)}")
+            if len(kept) < 2:
+                raise UsageError("keep at least 2 orientations")
+            col = self.cue_names.index("orientation")
+            self.orientations = tuple(kept)
+            self._index = np.flatnonzero(np.isin(_dsprites_latent_table()[:, col], kept)).astype(np.int64)
+            self.name = f"dsprites[orientation {kept[0]}..{kept[-1]}]" if kept == list(range(kept[0], kept[-1] + 1)) \
+                else f"dsprites[{len(kept)} orientations]"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_latents": None}     # rebuilt on demand; keeps worker jobs small
 
     def __len__(self) -> int:
-        return int(np.prod(self.sizes))
+        return int(np.prod(self.sizes)) if self._index is None else int(self._index.size)
 
     def latents(self) -> np.ndarray:
-        """(N, 6) int8 latent class ids of every image."""
-        return _dsprites_latent_table()
+        """(N, 6) int8 latent class ids of every image of this source."""
+        if self._index is None:
+            return _dsprites_latent_table()
+        if self._latents is None:
+            self._latents = _dsprites_latent_table()[self._index]
+        return self._latents
+
+    def dsprites_index(self, indices: np.ndarray) -> np.ndarray:
+        """Color-dSprites dataset index of this source's sample indices: (n,) -> (n,) int64."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return idx if self._index is None else self._index[idx]
 
     def cue(self, name: str) -> Cue:
         if name not in self.cue_names:
@@ -460,7 +515,7 @@ class DSpritesSource(CueSource):
     def load_images(self, indices: np.ndarray, img_size: int) -> torch.Tensor:
         from cuekit.data import dsprites
 
-        lat = dsprites.index_to_latents(torch.as_tensor(np.asarray(indices, dtype=np.int64)))
+        lat = dsprites.index_to_latents(torch.from_numpy(self.dsprites_index(indices)))
         return dsprites.render(lat, img_size, antialias=self.antialias)
 
     def render_latents(self, latents: np.ndarray, img_size: int) -> torch.Tensor:
@@ -471,7 +526,8 @@ class DSpritesSource(CueSource):
                                antialias=self.antialias)
 
     def describe(self, index: int) -> str:
-        return f"dsprites image {index} (latents {self.latents()[index].tolist()})"
+        return f"dsprites image {int(self.dsprites_index(np.array([index]))[0])} " \
+               f"(latents {self.latents()[index].tolist()})"
 
 
 def _load_image_file(path: Path, img_size: int, in_chans: int = 3) -> torch.Tensor:

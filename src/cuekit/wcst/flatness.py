@@ -1,10 +1,18 @@
-"""Flatness of cue-k solutions: loss increase under random weight perturbations, and the Hessian trace.
+"""Flatness of cue-k solutions: loss increase along filter-normalised random directions, and the Hessian trace.
 
 A cue-k solution is trained on the diagonal set plus cue k's off-diagonal training samples, so only
-cue k explains all its data. The sphere test (public code: `main_sphere_test.py`) moves the weights
-to theta* + r u/|u|, u ~ N(0, I) over all parameters, and records the loss increase on the diagonal
-set for growing radius r, many directions per radius: a flatter minimum loses less. The Hutchinson
-estimate tr(H) ~ mean_v v^T H v (Rademacher v) is a second, local flatness measure (ours).
+cue k explains all its data. Its flatness is the loss increase on the diagonal set when the weights
+move to theta* + r d for radii r > 0, d a random direction normalised filter by filter (Li et al.
+2018, "Visualizing the Loss Landscape of Neural Nets", and their public loss-landscape code): each
+output filter of a conv or linear weight gets the norm of the same filter of theta*, and 1-D
+parameters (BatchNorm weights and biases, biases) do not move ("biasbn" ignored). Radii are then
+relative to each solution's own weights, so the same r means the same thing for every solution,
+whatever its weight scale (BatchNorm makes the scale of the filters before it arbitrary).
+Evaluation is in eval mode with the solution's BatchNorm statistics, as in that code.
+
+`sphere_test` is the public WCST-ML code's isotropic probe (u ~ N(0, I) over all parameters, absolute
+radius), kept for comparison. The Hutchinson estimate tr(H) ~ mean_v v^T H v (Rademacher v) is a
+second, local flatness measure (ours).
 """
 from __future__ import annotations
 
@@ -15,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cuekit.errors import UsageError
 from cuekit.io import save_figure
 from cuekit.parallel import run_jobs
 from cuekit.report.experiments import mean_spread
 from cuekit.wcst.datasets import DIAGONAL, CueConflictData
-from cuekit.wcst.runs import FitSettings, batchnorm_layers, fit, new_model
+from cuekit.wcst.runs import FitSettings, batchnorm_layers, fit
 
 
 def parameter_norm(model: nn.Module) -> float:
@@ -27,10 +36,32 @@ def parameter_norm(model: nn.Module) -> float:
     return float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in model.parameters() if p.requires_grad)))
 
 
-def default_radii(data: CueConflictData, settings: FitSettings, levels: int = 6, seed: int = 0) -> list[float]:
-    """Radii 0 .. |theta_init| (the norm of the architecture's seeded initial weights), `levels` steps."""
-    top = parameter_norm(new_model(data, settings, seed))
-    return [top * i / (levels - 1) for i in range(levels)] if levels > 1 else [top]
+DEFAULT_RADII = (0.1, 0.25, 0.5)   # filter-normalised radii
+
+
+def filter_normalized_direction(model: nn.Module, seed: int) -> list[Tensor]:
+    """A random direction over the trainable parameters of `model`, normalised filter by filter.
+
+    One tensor per trainable parameter (same shapes): Gaussian, then every slice along dim 0 (an
+    output filter / unit) rescaled to the norm of the same slice of the weights; zero for 1-D
+    parameters (biases, BatchNorm). The Gaussian draws depend only on `seed` and the shapes, so two
+    solutions of one architecture get the same raw draws.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    out = []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        w = p.detach().float().cpu()
+        d = torch.randn(w.shape, generator=gen)
+        if w.dim() <= 1:
+            d.zero_()
+        else:
+            w_norm = w.flatten(1).norm(dim=1)
+            d_norm = d.flatten(1).norm(dim=1)
+            d.mul_((w_norm / (d_norm + 1e-10)).view(-1, *([1] * (w.dim() - 1))))
+        out.append(d.to(p.device, p.dtype))
+    return out
 
 
 @torch.no_grad()
@@ -44,9 +75,56 @@ def _loss_acc(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[
 
 
 @torch.no_grad()
+def loss_increase(model: nn.Module, x: Tensor, y: Tensor, radii: Sequence[float], directions: int,
+                  seed: int = 0, batch_size: int = 512) -> dict:
+    """Loss increase of `model` on (x, y) at theta* + r d for filter-normalised random directions d.
+
+    x: (N, C, H, W) float, y: (N,) long; radii: each > 0; `directions` directions d_j (seeds seed+j, the
+    same for every radius). Eval mode (the model's BatchNorm statistics). Weights are restored
+    afterwards. Returns "radii", "base_loss", "base_acc", per radius "delta_loss_mean" / "_std"
+    (over directions), "acc_mean", and "delta_loss_all" [radius][direction].
+    """
+    radii = [float(r) for r in radii]
+    if not radii or min(radii) <= 0:
+        raise UsageError(f"flatness radii must all be > 0 (r = 0 measures nothing), got {radii}")
+    if directions < 1:
+        raise UsageError(f"need at least 1 direction, got {directions}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    model.eval()
+    device = params[0].device
+    x, y = x.to(device), y.to(device)
+    center = [p.detach().clone() for p in params]
+    base_loss, base_acc = _loss_acc(model, x, y, batch_size)
+    dirs = [filter_normalized_direction(model, seed + j) for j in range(directions)]
+    out = {"radii": radii, "base_loss": base_loss, "base_acc": base_acc, "directions": directions,
+           "delta_loss_mean": [], "delta_loss_std": [], "acc_mean": [], "delta_loss_all": []}
+    try:
+        for r in radii:
+            deltas, accs = [], []
+            for d in dirs:
+                for p, c, t in zip(params, center, d):
+                    p.copy_(c + r * t)
+                loss, acc = _loss_acc(model, x, y, batch_size)
+                deltas.append(loss - base_loss)
+                accs.append(acc)
+            m, sd = mean_spread(deltas)
+            out["delta_loss_mean"].append(m)
+            out["delta_loss_std"].append(sd)
+            out["acc_mean"].append(mean_spread(accs)[0])
+            out["delta_loss_all"].append(deltas)
+    finally:
+        for p, c in zip(params, center):
+            p.copy_(c)
+        model.train(was_training)
+    out["sharpness"] = mean_spread(out["delta_loss_mean"])[0]
+    return out
+
+
+@torch.no_grad()
 def sphere_test(model: nn.Module, x: Tensor, y: Tensor, radii: Sequence[float], samples: int,
                 seed: int = 0, batch_size: int = 256, batchnorm: str = "batch") -> dict:
-    """Loss increase and accuracy at random points on spheres of radius r around the weights.
+    """The public code's isotropic probe: loss increase and accuracy on spheres of radius r around the weights.
 
     x: (N, C, H, W) float, y: (N,) long. For each r, `samples` directions u ~ N(0, I) over all
     trainable parameters; theta = theta* + r u / |u|. batchnorm="batch" normalises with the
@@ -139,24 +217,46 @@ def model_hessian_trace(model: nn.Module, x: Tensor, y: Tensor, probes: int, see
         model.train(was_training)
 
 
-def flatness_run(data: CueConflictData, settings: FitSettings, cue: str, seed: int, radii: Sequence[float],
-                 samples: int = 10, probes: int = 8, max_eval: int = 512, trace_samples: int = 128,
-                 progress: bool = False) -> dict:
-    """Train the cue-`cue` solution of `seed`, then run the sphere test on (at most `max_eval`
-    samples of) the diagonal training split and the Hessian trace on `trace_samples` of them."""
+def cue_solution(data: CueConflictData, settings: FitSettings, cue: str, seed: int, *,
+                 diagonal_per_class: int | None = None, progress: bool = False) -> tuple[nn.Module, dict]:
+    """Train the cue-`cue` solution of `seed` on the diagonal train split (or a seeded subset of
+    `diagonal_per_class` per class) plus D_cue's train split, labelled by cue's level.
+
+    Returns the model and its final accuracies {"diagonal": on the diagonal valid split, cue: on every
+    cue's off-diagonal valid split}.
+    """
     eval_sets = {c: data.dataset(c, "valid") for c in data.cues}
-    model, curves = fit(data, settings, seed, train_set=data.cue_training_set(cue), eval_sets=eval_sets,
-                        progress=progress)
+    train_set = data.cue_training_set(cue, diagonal_per_class=diagonal_per_class, seed=seed)
+    model, curves = fit(data, settings, seed, train_set=train_set, eval_sets=eval_sets, progress=progress,
+                        record="final")
+    return model, {name: c[-1] for name, c in curves.items()}
+
+
+def diagonal_probe_set(data: CueConflictData, max_eval: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """At most `max_eval` images of the diagonal train split (a seeded subset): (n, C, H, W), (n,)."""
     x, y = data.dataset(DIAGONAL, "train").tensors()
     if len(y) > max_eval:
         keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:max_eval]
         x, y = x[keep], y[keep]
-    sphere = sphere_test(model, x, y, radii, samples, seed=seed, batch_size=max(settings.eval_batch_size, max_eval))
-    trace = model_hessian_trace(model, x[:trace_samples], y[:trace_samples], probes, seed=seed)
-    return {"cue": cue, "seed": seed, "final": {c: curves[c][-1] for c in data.cues},
-            "solution_norm": parameter_norm(model), "sphere": sphere,
-            "hessian_trace": trace["trace"], "hessian_trace_stderr": trace["stderr"],
-            "sharpness": sum(sphere["delta_loss_mean"]) / len(sphere["delta_loss_mean"])}
+    return x, y
+
+
+def flatness_run(data: CueConflictData, settings: FitSettings, cue: str, seed: int, radii: Sequence[float],
+                 directions: int = 5, probes: int = 8, max_eval: int = 512, trace_samples: int = 128,
+                 progress: bool = False) -> dict:
+    """Train the cue-`cue` solution of `seed`, then measure its loss increase along filter-normalised
+    directions on (at most `max_eval` samples of) the diagonal training split, and the Hessian
+    trace on `trace_samples` of them (probes = 0 skips it)."""
+    model, final = cue_solution(data, settings, cue, seed, progress=progress)
+    x, y = diagonal_probe_set(data, max_eval, seed=0)
+    flat = loss_increase(model, x, y, radii, directions, seed=1000 * seed,
+                         batch_size=max(settings.eval_batch_size, max_eval))
+    out = {"cue": cue, "seed": seed, "final": {c: final[c] for c in data.cues}, "diagonal_acc": final[DIAGONAL],
+           "solution_norm": parameter_norm(model), "loss_increase": flat, "sharpness": flat["sharpness"]}
+    if probes > 0:
+        trace = model_hessian_trace(model, x[:trace_samples], y[:trace_samples], probes, seed=seed)
+        out.update(hessian_trace=trace["trace"], hessian_trace_stderr=trace["stderr"])
+    return out
 
 
 def _flatness_job(job: tuple) -> dict:
@@ -165,19 +265,19 @@ def _flatness_job(job: tuple) -> dict:
 
 
 def run_flatness(data: CueConflictData, settings: FitSettings, seeds: Sequence[int], *,
-                 cues: Sequence[str] | None = None, radii: Sequence[float] | None = None, radius_levels: int = 6,
-                 max_radius_fraction: float = 1.0, samples: int = 10, probes: int = 8, max_eval: int = 512,
-                 trace_samples: int = 128, workers: int = 1, progress: bool = True) -> dict:
+                 cues: Sequence[str] | None = None, radii: Sequence[float] | None = None, directions: int = 5,
+                 probes: int = 8, max_eval: int = 512, trace_samples: int = 128, workers: int = 1,
+                 progress: bool = True) -> dict:
     """Flatness of every cue's solution over seeds; `sharpness` = loss increase averaged over the
-    radii (lower = flatter). Default radii: 0 .. max_radius_fraction * |theta_init| in
-    `radius_levels` steps. Returns runs, radii and a per-cue summary with the flatness order."""
+    filter-normalised radii (default DEFAULT_RADII; each > 0; lower = flatter). Returns runs, radii
+    and a per-cue summary with the flatness order (flattest first)."""
     settings.validate()
     cues = tuple(cues or data.cues)
+    radii = [float(r) for r in (radii or DEFAULT_RADII)]
+    if min(radii) <= 0:
+        raise UsageError(f"flatness radii must all be > 0 (r = 0 measures nothing), got {radii}")
     data.materialize()
-    if radii is None:
-        radii = [r * max_radius_fraction for r in default_radii(data, settings, radius_levels)]
-    radii = [float(r) for r in radii]
-    kwargs = dict(radii=radii, samples=samples, probes=probes, max_eval=max_eval, trace_samples=trace_samples)
+    kwargs = dict(radii=radii, directions=directions, probes=probes, max_eval=max_eval, trace_samples=trace_samples)
     kwargs["progress"] = progress and workers == 1   # per-epoch bars only in this process
     jobs = [(data, settings, c, s, kwargs) for c in cues for s in seeds]
     runs = run_jobs(_flatness_job, jobs, workers, desc=f"flatness {settings.model}", progress=progress)
@@ -186,12 +286,13 @@ def run_flatness(data: CueConflictData, settings: FitSettings, seeds: Sequence[i
         mine = [r for r in runs if r["cue"] == c]
         summary[c] = {
             "sharpness": mean_spread([r["sharpness"] for r in mine]),
-            "hessian_trace": mean_spread([r["hessian_trace"] for r in mine]),
             "own_cue_acc": mean_spread([r["final"][c] for r in mine]),
             "solution_norm": mean_spread([r["solution_norm"] for r in mine]),
         }
+        if probes > 0:
+            summary[c]["hessian_trace"] = mean_spread([r["hessian_trace"] for r in mine])
     order = sorted(cues, key=lambda c: summary[c]["sharpness"][0])
-    return {"model": settings.model, "radii": radii, "runs": runs, "summary": summary,
+    return {"model": settings.model, "radii": radii, "directions": directions, "runs": runs, "summary": summary,
             "flatness_order": order}
 
 
@@ -207,11 +308,11 @@ def plot_flatness(result: dict, path: str | Path, title: str | None = None) -> P
     fig, ax = plt.subplots(figsize=(6, 4))
     radii = np.asarray(result["radii"])
     for cue in result["summary"]:
-        curves = np.array([r["sphere"]["delta_loss_mean"] for r in result["runs"] if r["cue"] == cue])
+        curves = np.array([r["loss_increase"]["delta_loss_mean"] for r in result["runs"] if r["cue"] == cue])
         own = result["summary"][cue]["own_cue_acc"][0]
         line, = ax.plot(radii, curves.mean(0), marker="o", ms=3, label=f"{cue} solution (own-cue acc {own:.2f})")
         ax.fill_between(radii, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("weight perturbation radius r")
+    ax.set_xlabel("radius r (filter-normalised direction)")
     ax.set_ylabel("loss increase on the diagonal set")
     ax.set_title(title or f"Flatness of cue solutions ({result['model']})")
     ax.legend(fontsize=8)

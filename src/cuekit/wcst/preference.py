@@ -15,14 +15,16 @@ from cuekit.wcst.datasets import DIAGONAL, CueConflictData
 from cuekit.wcst.runs import FitSettings, adopted_cue, fit
 
 
-def preference_run(data: CueConflictData, settings: FitSettings, seed: int, progress: bool = False) -> dict:
-    """One seed: train on the diagonal; off-diagonal accuracy of every cue after every epoch.
+def preference_run(data: CueConflictData, settings: FitSettings, seed: int, progress: bool = False,
+                   record: str = "epochs") -> dict:
+    """One seed: train on the diagonal; off-diagonal accuracy of every cue after every epoch
+    (record="final": after the last epoch only).
 
     Returns {"seed", "model", "curves": {name: [acc at epoch 0..E]}, "final": {cue: acc},
     "adopted": cue or None (no single cue above chance), "diagonal_acc": float}.
     """
     eval_sets = {cue: data.dataset(cue, "valid") for cue in data.cues}
-    _, curves = fit(data, settings, seed, eval_sets=eval_sets, progress=progress)
+    _, curves = fit(data, settings, seed, eval_sets=eval_sets, progress=progress, record=record)
     final = {cue: curves[cue][-1] for cue in data.cues}
     return {"seed": seed, "model": settings.model, "curves": curves, "final": final,
             "adopted": adopted_cue(final, 1.0 / data.num_levels), "diagonal_acc": curves[DIAGONAL][-1]}
@@ -89,3 +91,37 @@ def plot_learning_curves(result: dict, cues: Sequence[str], path: str | Path, ti
     fig.tight_layout()
     path = save_figure(fig, path, dpi=110)
     return path
+
+
+def plot_preference_bars(panels: Sequence[dict], chance: float, path: str | Path, title: str = "") -> Path:
+    """One panel per cue-conflict experiment: final off-diagonal accuracy of each of its cues (bar: mean,
+    dots: seeds), chance dotted.
+
+    panels: [{"title": str, "cues": [cue, ...], "acc": {cue: [acc per seed]}, "highlight": cue or None}].
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        cues = list(panel["cues"])
+        means = [float(np.mean(panel["acc"][c])) for c in cues]
+        colors = ["C1" if c == panel.get("highlight") else "C0" for c in cues]
+        ax.bar(range(len(cues)), means, color=colors, alpha=0.75)
+        for i, c in enumerate(cues):
+            vals = panel["acc"][c]
+            ax.scatter([i + d for d in np.linspace(-0.15, 0.15, len(vals))], vals, color="k", s=10, zorder=3)
+        ax.axhline(chance, color="gray", lw=0.8, ls=":", label=f"1/L = {chance:.2f}")
+        ax.set_xticks(range(len(cues)))
+        ax.set_xticklabels(cues, fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(panel["title"], fontsize=9)
+    axes[0][0].set_ylabel("accuracy on the cue's off-diagonal set")
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -26,6 +27,8 @@ class FitSettings:
     schedule: str = "constant"
     device: str = "cpu"
     eval_batch_size: int = 256
+    model_kwargs: dict = dataclasses.field(default_factory=dict)   # passed to the model's factory, e.g. width
+    bn_samples: int | None = None   # training images BatchNorm statistics are re-estimated on (None: all)
 
     def validate(self) -> None:
         """Reject impossible settings with a message that names the setting."""
@@ -43,18 +46,21 @@ def new_model(data: CueConflictData, settings: FitSettings, seed: int) -> nn.Mod
     from cuekit.train import seed_everything
 
     seed_everything(seed)
-    return build_model(settings.model, data.num_levels, data.source.in_chans, data.img_size)
+    return build_model(settings.model, data.num_levels, data.source.in_chans, data.img_size, **settings.model_kwargs)
 
 
 def fit(data: CueConflictData, settings: FitSettings, seed: int, *, train_set: Dataset | None = None,
         eval_sets: dict[str, Dataset] | None = None, init_state: dict | None = None,
-        progress: bool = False) -> tuple[nn.Module, dict[str, list[float]]]:
+        progress: bool = False, record: str = "epochs") -> tuple[nn.Module, dict[str, list[float]]]:
     """Train on `train_set` (default: the diagonal train split) and record accuracy curves.
 
     Returns the model and curves {name: [accuracy after epoch 0 (initial weights), 1, ..., E]} for
-    "diagonal" (diagonal valid split) and every set in `eval_sets`. `init_state` replaces the
-    seeded initial weights (a state dict, e.g. a perturbed solution).
+    "diagonal" (diagonal valid split) and every set in `eval_sets`; with record="final" each curve
+    holds only the accuracy after the last epoch (much cheaper). `init_state` replaces the seeded
+    initial weights (a state dict, e.g. a perturbed solution).
     """
+    if record not in ("epochs", "final"):
+        raise ValueError(f"record must be 'epochs' or 'final', got {record!r}")
     from cuekit.train import TrainConfig, evaluate, train
 
     settings.validate()
@@ -63,7 +69,11 @@ def fit(data: CueConflictData, settings: FitSettings, seed: int, *, train_set: D
     if len(train_set) < settings.batch_size:
         raise DataError(f"the training set has {len(train_set)} samples, fewer than one batch of "
                         f"{settings.batch_size}: raise the per-class caps or lower --batch-size")
-    bundle = data.bundle(train_set=train_set)
+    # record="final" measures the diagonal valid split itself at the end: the engine's per-epoch
+    # evaluation then gets a single image instead of the whole split.
+    val_set = None if record == "epochs" else data.dataset(DIAGONAL, "valid").subset(1)
+    bundle = data.bundle(train_set=train_set, val_set=val_set)
+    diagonal_valid = data.dataset(DIAGONAL, "valid")
     model = new_model(data, settings, seed)
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -73,26 +83,32 @@ def fit(data: CueConflictData, settings: FitSettings, seed: int, *, train_set: D
     eval_sets = dict(eval_sets or {})
     curves: dict[str, list[float]] = {DIAGONAL: [], **{k: [] for k in eval_sets}}
 
-    def record(m: nn.Module, with_diagonal: bool) -> None:
-        recalibrate_batchnorm(m, train_set, settings.eval_batch_size, device)
+    def measure(m: nn.Module, with_diagonal: bool) -> None:
+        recalibrate_batchnorm(m, train_set, settings.eval_batch_size, device, max_samples=settings.bn_samples,
+                              seed=seed)
         if with_diagonal:
-            curves[DIAGONAL].append(evaluate(m, bundle.val, settings.eval_batch_size, device)["acc"])
+            curves[DIAGONAL].append(evaluate(m, diagonal_valid, settings.eval_batch_size, device)["acc"])
         for name, ds in eval_sets.items():
             curves[name].append(evaluate(m, ds, settings.eval_batch_size, device)["acc"])
 
-    record(model, True)
     steps_per_epoch = len(train_set) // settings.batch_size
+    on_step = None
+    if record == "epochs":
+        measure(model, True)
 
-    def on_step(step: int, m: nn.Module, _opt, _loss: float) -> None:
-        if (step + 1) % steps_per_epoch == 0:
-            record(m, False)   # the engine evaluates the diagonal valid split itself
+        def on_step(step: int, m: nn.Module, _opt, _loss: float) -> None:
+            if (step + 1) % steps_per_epoch == 0:
+                measure(m, False)   # the engine evaluates the diagonal valid split itself
 
     cfg = TrainConfig(model=settings.model, data=bundle.name, epochs=settings.epochs, batch_size=settings.batch_size,
                       lr=settings.lr, opt=settings.opt, weight_decay=settings.weight_decay, momentum=0.9,
                       schedule=settings.schedule, seed=seed, out=None, device=str(device), progress=progress,
                       eval_batch_size=settings.eval_batch_size)
     result = train(cfg, model=model, data=bundle, step_callback=on_step)
-    curves[DIAGONAL].extend(h["val_acc"] for h in result.history)
+    if record == "epochs":
+        curves[DIAGONAL].extend(h["val_acc"] for h in result.history)
+    else:
+        measure(result.model, True)
     return result.model, curves
 
 
@@ -104,8 +120,9 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batch_size: int = 256,
-                          device: str | torch.device = "cpu") -> None:
-    """Re-estimate BatchNorm running statistics as exact averages over `dataset` at the current weights.
+                          device: str | torch.device = "cpu", max_samples: int | None = None, seed: int = 0) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over `dataset` at the current weights
+    (over a seeded random subset of `max_samples` images when the set is larger).
 
     With few training steps the exponential running averages lag far behind the weights, and
     eval-mode accuracy can sit at chance while train-mode accuracy is 100% (the public code
@@ -120,9 +137,12 @@ def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batch_size: int = 
         m.reset_running_stats()
         m.momentum = None          # cumulative average over the batches below
     model.train()
+    items = list(range(len(dataset)))
+    if max_samples is not None and len(items) > max_samples:
+        items = sorted(torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:max_samples].tolist())
     try:
-        for i in range(0, len(dataset), batch_size):
-            x, _ = _batch(dataset, range(i, min(len(dataset), i + batch_size)))
+        for i in range(0, len(items), batch_size):
+            x, _ = _batch(dataset, items[i:i + batch_size])
             model(x.to(device))
     finally:
         for m, mom in zip(layers, momenta):
@@ -130,7 +150,7 @@ def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batch_size: int = 
         model.train(was_training)
 
 
-def _batch(dataset: Dataset, items: range) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(dataset: Dataset, items: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     if hasattr(dataset, "__getitems__"):
         pairs = dataset.__getitems__(list(items))
     else:
