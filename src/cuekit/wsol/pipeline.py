@@ -32,6 +32,7 @@ class WSOLTrainConfig:
     train_size: int | None = None
     val_size: int | None = None
     large_feature_map: bool = False
+    model_kwargs: dict = dataclasses.field(default_factory=dict)  # extra create_model arguments, e.g. width
     has_grid_size: int = 4            # px, the wsolevaluation default
     has_drop_rate: float = 0.5
     adl_drop_rate: float = 0.75
@@ -70,9 +71,10 @@ def build_wsol_data(spec: str, metadata: str | None = None, mask_root: str | Non
                       mean=IMAGENET_MEAN, std=IMAGENET_STD, name=spec)
 
 
-def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None):
+def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None, backbone: dict | None = None):
     """Train `cfg.model` with `cfg.method` on `cfg.data` via `cuekit.train.train`; returns
-    (TrainResult, DataBundle)."""
+    (TrainResult, DataBundle). `backbone`: a CAM model's state dict to start from (its `features.*`
+    weights, as a pretrained backbone); the classifier keeps its fresh, seeded initialisation."""
     from cuekit.models import create_model
     from cuekit.train import TrainConfig, train
 
@@ -80,7 +82,8 @@ def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None):
         data = build_wsol_data(cfg.data, cfg.metadata, cfg.mask_root, cfg.img_size, cfg.train_size,
                                cfg.val_size, cfg.seed)
     size = cfg.img_size or data.img_size
-    model_kwargs = model_kwargs_for(cfg.method, adl_drop_rate=cfg.adl_drop_rate, adl_gamma=cfg.adl_gamma)
+    model_kwargs = {**cfg.model_kwargs,
+                    **model_kwargs_for(cfg.method, adl_drop_rate=cfg.adl_drop_rate, adl_gamma=cfg.adl_gamma)}
     if cfg.large_feature_map:
         model_kwargs["large_feature_map"] = True
     torch.manual_seed(cfg.seed)
@@ -88,6 +91,8 @@ def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None):
                          **model_kwargs)
     if not hasattr(model, "forward_cam"):
         raise UsageError(f"model {cfg.model!r} is not a CAM model; pick one of `cuekit models list 'cam_*'`")
+    if backbone is not None:
+        load_backbone_state(model, backbone)
     transform = make_batch_transform(cfg.method, data.num_classes, has_grid_size=cfg.has_grid_size,
                                      has_drop_rate=cfg.has_drop_rate, cutmix_beta=cfg.cutmix_beta,
                                      cutmix_prob=cfg.cutmix_prob, seed=cfg.seed + 17)
@@ -98,6 +103,20 @@ def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None):
                        progress=cfg.progress, workers=cfg.workers, model_kwargs=model_kwargs)
     result = train(tcfg, model=model, data=data, batch_transform=transform)
     return result, data
+
+
+def load_backbone_state(model: torch.nn.Module, state: dict) -> None:
+    """Load the `features.*` tensors of a CAM model's state dict into `model` (ADL layers hold no weights,
+    so a backbone trained with or without them fits); raises CheckpointError when one is missing or misfits."""
+    features = {k: torch.as_tensor(v) for k, v in state.items() if k.startswith("features.")}
+    wanted = [k for k in model.state_dict() if k.startswith("features.")]
+    missing = [k for k in wanted if k not in features]
+    if missing or not features:
+        raise CheckpointError(f"backbone weights missing for {missing[:3] or 'every layer'}")
+    try:
+        model.load_state_dict(features, strict=False)
+    except RuntimeError as e:
+        raise CheckpointError(f"backbone weights do not fit: {str(e).splitlines()[0]}") from None
 
 
 def load_cam_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
