@@ -98,6 +98,8 @@ def _train(args) -> int:
     rows = [["prior", domain.prior_kind],
             ["mother loss (first)", round(h["mother_loss_first"], 4)],
             ["mother loss (last 10)", round(h["mother_loss_last"], 4)],
+            ["mother held-out NLL", round(h["mother_heldout_nll"], 4)],
+            [f"{h['baseline']} baseline held-out NLL", round(h["baseline_heldout_nll"], 4)],
             ["prior loss (last 10)", round(h["prior_loss_last"], 4)],
             ["confidence val acc", round(h["confidence"].get("val_acc", float("nan")), 4)]]
     print(write_results(args.out, {"command": "nara train", "domain": domain.name, "prior": domain.prior_kind,

@@ -7,13 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from cuekit.errors import CheckpointError, UnknownChoiceError, UsageError
 from cuekit.nara.data import TEXT_VOCAB, binary_shapes, stdlib_text, text_windows
 from cuekit.nara.mother import CausalTransformerLM, MotherModel, PixelCNN, PixelCNNMother, TransformerMother
 from cuekit.nara.predictors import ConfidencePredictor, HiddenStatePrior, PriorPredictor
 from cuekit.nara.training import (
+    bigram_nll,
+    independent_pixel_nll,
+    mean_nll,
+    neighbour_context_nll,
     sample_text_mother,
+    text_mother_nll,
     train_confidence,
     train_hidden_prior,
     train_image_mother,
@@ -27,26 +33,28 @@ DOMAINS = ("text", "image")
 # a table on the previously proposed token (sequentially dependent proposals, not NARA's i.i.d. prior);
 # "window": an MLP on the last tokens (`PriorPredictor`)
 PRIOR_KINDS = ("hidden", "hidden-chain", "window")
-# the prior each domain trains by default: the fastest measured (docs/nara.md, "What we measured")
+# the prior each domain trains by default (CLI): the fastest measured with the earlier quick mother (docs/nara.md,
+# "Priors"); `cuekit reproduce nara` judges the i.i.d. priors ("hidden", "window")
 DEFAULT_PRIOR = {"text": "hidden-chain", "image": "window"}
 
 # (quick, full) settings per domain; `horizon` and `window` belong to the window prior, `prior_hidden`,
 # `prior_rows` (mother samples the heads are distilled on) and `hidden_prior_steps` to the hidden-state priors;
-# their horizons K (`hidden_horizon`, `chain_horizon`) are the fastest measured (docs/nara.md)
+# their horizons K (`hidden_horizon`, `chain_horizon`) were the fastest measured on the earlier quick mother.
+# Quick is sized for `cuekit reproduce nara --quick` (~1 min on 2 cores), full for ~15 min on 2 cores.
 SCALES: dict[str, dict[str, dict]] = {
     "text": {
-        "quick": dict(corpus_bytes=200_000, dim=64, depth=2, heads=4, seq_len=64, mother_steps=150, prior_steps=300,
-                      conf_batches=10, length=64, horizon=4, window=16, prior_hidden=64, prior_rows=8192,
-                      hidden_prior_steps=1500, hidden_horizon=4, chain_horizon=8),
+        "quick": dict(corpus_bytes=200_000, dim=64, depth=2, heads=4, seq_len=64, mother_steps=300, mother_lr=1e-2,
+                      prior_steps=300, conf_batches=10, length=64, horizon=4, window=16, prior_hidden=64,
+                      prior_rows=2048, hidden_prior_steps=1000, hidden_horizon=4, chain_horizon=8),
         "full": dict(corpus_bytes=2_000_000, dim=128, depth=4, heads=4, seq_len=128, mother_steps=1500,
-                     prior_steps=2000, conf_batches=40, length=128, horizon=6, window=24, prior_hidden=256,
-                     prior_rows=16384, hidden_prior_steps=3000, hidden_horizon=4, chain_horizon=8),
+                     mother_lr=5e-3, prior_steps=2000, conf_batches=40, length=128, horizon=6, window=24,
+                     prior_hidden=128, prior_rows=4096, hidden_prior_steps=2000, hidden_horizon=4, chain_horizon=8),
     },
     "image": {
-        "quick": dict(n_images=2000, size=12, channels=32, layers=4, mother_steps=150, prior_steps=300,
-                      conf_batches=10, horizon=8, window=16),
-        "full": dict(n_images=10000, size=16, channels=64, layers=6, mother_steps=1500, prior_steps=2000,
-                     conf_batches=40, horizon=12, window=24),
+        "quick": dict(n_images=2000, size=10, channels=32, layers=4, mother_steps=600, mother_lr=3e-3,
+                      prior_steps=300, conf_batches=10, horizon=8, window=16),
+        "full": dict(n_images=10000, size=12, channels=48, layers=5, mother_steps=1500, mother_lr=3e-3,
+                     prior_steps=2000, conf_batches=40, horizon=12, window=24),
     },
 }
 
@@ -77,26 +85,60 @@ def build_domain(name: str, quick: bool = True, seed: int = 0, progress: bool = 
     if name not in DOMAINS:
         raise UnknownChoiceError("NARA domain", name, DOMAINS)
     kind = _check_prior(name, prior)
-    s = {**SCALES[name]["quick" if quick else "full"], **overrides}
+    s = domain_settings(name, quick, **overrides)
+    mother, mother_history = train_mother(name, s, seed, progress)
+    return fit_prior(name, kind, mother, s, seed, progress, mother_history)
+
+
+def domain_settings(name: str, quick: bool = True, **overrides) -> dict:
+    """The quick or full settings of a domain (`SCALES`) with overrides applied."""
+    if name not in DOMAINS:
+        raise UnknownChoiceError("NARA domain", name, DOMAINS)
+    return {**SCALES[name]["quick" if quick else "full"], **overrides}
+
+
+def train_mother(name: str, s: dict, seed: int = 0, progress: bool = False) -> tuple[MotherModel, dict]:
+    """Train the domain's mother on its training split -> (mother, history).
+
+    history: first / last training loss, and the held-out NLL of the mother and of a simple baseline fitted on
+    the same training split ("mother_heldout_nll", "baseline_heldout_nll", "baseline"): an add-alpha bigram
+    model for text (the mother is scored on the same tokens; corpus split 90 / 10 in order), a 4-neighbour
+    causal context model for images (held-out images drawn with seed + 10000; independent pixels are recorded
+    too), both in nats per token.
+    """
+    g = torch.Generator().manual_seed(seed + 5)
     if name == "text":
         tokens = stdlib_text(s["corpus_bytes"])
-        model, m_losses = train_text_mother(tokens, dim=s["dim"], depth=s["depth"], heads=s["heads"],
-                                            seq_len=s["seq_len"], steps=s["mother_steps"], seed=seed, progress=progress)
+        split = int(0.9 * tokens.numel())
+        model, m_losses = train_text_mother(tokens[:split], dim=s["dim"], depth=s["depth"], heads=s["heads"],
+                                            seq_len=s["seq_len"], steps=s["mother_steps"], lr=s.get("mother_lr", 3e-3),
+                                            seed=seed, progress=progress)
+        eval_rows = text_windows(tokens[split:], s["seq_len"], s.get("eval_rows", 256), g)
         mother: MotherModel = TransformerMother(model)
+        heldout = text_mother_nll(model, eval_rows)
+        baseline, baseline_name = bigram_nll(tokens[:split], eval_rows, TEXT_VOCAB), "bigram"
+        extra = {}
     else:
         imgs = binary_shapes(s["n_images"], size=s["size"], seed=seed)
         model, m_losses = train_image_mother(imgs, channels=s["channels"], layers=s["layers"],
-                                             steps=s["mother_steps"], seed=seed, progress=progress)
+                                             steps=s["mother_steps"], lr=s.get("mother_lr", 3e-3), seed=seed,
+                                             progress=progress)
         mother = PixelCNNMother(model)
-    mother_history = {"mother_loss_first": m_losses[0], "mother_loss_last": sum(m_losses[-10:]) / len(m_losses[-10:])}
-    return _fit_prior(name, kind, mother, s, seed, progress, mother_history)
+        eval_imgs = binary_shapes(s.get("eval_rows", 256), size=s["size"], seed=seed + 10_000)
+        heldout = mean_nll(mother, eval_imgs.flatten(1))
+        baseline, baseline_name = neighbour_context_nll(imgs, eval_imgs), "4-neighbour context"
+        extra = {"independent_pixel_heldout_nll": independent_pixel_nll(imgs, eval_imgs)}
+    tail = m_losses[-10:]
+    return mother, {"mother_loss_first": m_losses[0], "mother_loss_last": sum(tail) / len(tail),
+                    "mother_heldout_nll": heldout, "baseline_heldout_nll": baseline, "baseline": baseline_name,
+                    **extra}
 
 
 def with_prior(domain: Domain, prior: str, seed: int = 0, progress: bool = False) -> Domain:
     """The same mother with another prior (and its confidence predictor), trained as `build_domain` would."""
     kind = _check_prior(domain.name, prior)
-    mother_history = {k: v for k, v in domain.history.items() if k.startswith("mother_")}
-    return _fit_prior(domain.name, kind, domain.mother, dict(domain.settings), seed, progress, mother_history)
+    mother_history = {k: v for k, v in domain.history.items() if k.startswith(("mother_", "baseline"))}
+    return fit_prior(domain.name, kind, domain.mother, dict(domain.settings), seed, progress, mother_history)
 
 
 def _check_prior(name: str, prior: str | None) -> str:
@@ -109,37 +151,50 @@ def _check_prior(name: str, prior: str | None) -> str:
     return kind
 
 
-def _fit_prior(name: str, kind: str, mother: MotherModel, s: dict, seed: int, progress: bool,
-               mother_history: dict) -> Domain:
-    """Train the prior of `kind` and the confidence predictor for a trained mother."""
+def prior_rows(name: str, kind: str, mother: MotherModel, s: dict, seed: int) -> Tensor:
+    """The rows a prior of `kind` and its confidence predictor are fitted on: the mother's own samples for the
+    hidden-state priors (the contexts they meet when sampling; BOS first), corpus windows (text) or training
+    images (flattened) for the window prior."""
     g = torch.Generator().manual_seed(seed)
     if kind != "window":
+        return sample_text_mother(mother.model, s["prior_rows"], s["seq_len"], generator=g)
+    if name == "text":
+        return text_windows(stdlib_text(s["corpus_bytes"]), s["seq_len"], 4000, g)
+    return binary_shapes(s["n_images"], size=s["size"], seed=seed).flatten(1)
+
+
+def fit_prior(name: str, kind: str, mother: MotherModel, s: dict, seed: int = 0, progress: bool = False,
+              mother_history: dict | None = None, rows: Tensor | None = None) -> Domain:
+    """Train the prior of `kind` and the confidence predictor for a trained mother -> a `Domain`.
+
+    rows: what `prior_rows` gives (drawn here when None; pass them to share one draw between priors).
+    """
+    kind = _check_prior(name, kind)
+    if rows is None:
+        rows = prior_rows(name, kind, mother, s, seed)
+    torch.manual_seed(seed)
+    if kind != "window":
         model = mother.model
-        # the heads are distilled on the mother's own samples: the contexts they will see when sampling
-        rows = sample_text_mother(model, s["prior_rows"], s["seq_len"], generator=g)
         horizon = s["chain_horizon" if kind == "hidden-chain" else "hidden_horizon"]
         prior_model = HiddenStatePrior(model.dim, TEXT_VOCAB, horizon=horizon, hidden=s["prior_hidden"],
                                        chain=kind == "hidden-chain")
-        torch.manual_seed(seed)
         p_losses = train_hidden_prior(prior_model, model, rows, steps=s["hidden_prior_steps"], seed=seed,
                                       progress=progress)
         offset, length = 1, s["length"]
     else:
         horizon = s["horizon"]
         if name == "text":
-            rows = text_windows(stdlib_text(s["corpus_bytes"]), s["seq_len"], 4000, g)
             prior_model = PriorPredictor(TEXT_VOCAB, horizon=horizon, window=s["window"])
             offset, length = 1, s["length"]
         else:
-            rows = binary_shapes(s["n_images"], size=s["size"], seed=seed).flatten(1)
             prior_model = PriorPredictor(2, horizon=horizon, window=s["window"], dim=8, num_positions=rows.shape[1])
             offset, length = 0, rows.shape[1]
-        torch.manual_seed(seed)
         p_losses = train_prior(prior_model, rows, offset=offset, steps=s["prior_steps"], seed=seed,
                                progress=progress)
     conf, c_final = train_confidence(mother, prior_model, rows, offset=offset, batches=s["conf_batches"], seed=seed,
                                      progress=progress)
-    history = {**mother_history, "prior_loss_last": sum(p_losses[-10:]) / len(p_losses[-10:]), "confidence": c_final}
+    history = {**(mother_history or {}), "prior_loss_last": sum(p_losses[-10:]) / len(p_losses[-10:]),
+               "confidence": c_final}
     return Domain(name, mother, prior_model, conf, length, horizon, {**s, "prior": kind}, history, kind)
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import Counter
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from cuekit.io import save_figure
@@ -15,15 +15,109 @@ from cuekit.nara.training import mean_nll
 
 
 def ngram_tv(a: Tensor, b: Tensor, n: int = 2) -> float:
-    """Total-variation distance between the n-gram frequencies of two sample sets a (N, T), b (M, T)."""
-    def freq(x: Tensor) -> Counter:
-        c: Counter = Counter()
-        for row in x.tolist():
-            c.update(tuple(row[i:i + n]) for i in range(len(row) - n + 1))
-        return c
-    fa, fb = freq(a), freq(b)
-    na, nb = sum(fa.values()), sum(fb.values())
-    return 0.5 * sum(abs(fa[k] / na - fb[k] / nb) for k in set(fa) | set(fb))
+    """Total-variation distance between the n-gram frequencies of two sample sets a (N, T), b (M, T) of tokens."""
+    def codes(x: Tensor) -> Tensor:
+        x = x.long()
+        out = torch.zeros(x.shape[0], x.shape[1] - n + 1, dtype=torch.long)
+        for i in range(n):
+            out = out * base + x[:, i:x.shape[1] - n + 1 + i]
+        return out.reshape(-1)
+    base = int(max(int(a.max()), int(b.max()))) + 1
+    return _histogram_tv(codes(a), codes(b))
+
+
+def patch_tv(a: Tensor, b: Tensor, size: int, patch: int = 3) -> float:
+    """Total-variation distance between the frequencies of (position, patch x patch binary pattern) pairs (every
+    position inside the image) of two image sets a (N, size * size), b (M, size * size) in {0, 1}: the image
+    analogue of n-gram TV, keeping where each local pattern occurs."""
+    def codes(x: Tensor) -> Tensor:
+        cols = F.unfold(x.view(-1, 1, size, size).float(), patch).long()  # (N, patch*patch, positions)
+        pattern = (cols << torch.arange(patch * patch)[:, None]).sum(1)  # (N, positions)
+        return (pattern * pattern.shape[1] + torch.arange(pattern.shape[1])).reshape(-1)
+    return _histogram_tv(codes(a), codes(b))
+
+
+def _histogram_tv(ca: Tensor, cb: Tensor) -> float:
+    """TV between the empirical distributions of two code lists (N,), (M,) long."""
+    keys, inverse = torch.unique(torch.cat([ca, cb]), return_inverse=True)
+    fa = torch.bincount(inverse[:ca.numel()], minlength=keys.numel()).double() / ca.numel()
+    fb = torch.bincount(inverse[ca.numel():], minlength=keys.numel()).double() / cb.numel()
+    return 0.5 * float((fa - fb).abs().sum())
+
+
+@torch.inference_mode()
+def batch_sequential(mother, noise: Tensor) -> Tensor:
+    """Sequential sampling of many sequences at once, by the rule of `sample_sequential`
+    (x_t = argmax(logits_t + noise_t)): noise (N, T, V) -> tokens (N, T) long.
+
+    A `TransformerMother` decodes the batch with its KV cache, a `PixelCNNMother` runs one pass over the batch
+    per pixel (over the rows up to the pixel's); any other mother falls back to `sample_sequential` per
+    sequence. Batched float arithmetic can differ from the one-sequence sampler in the last bits, so rare
+    near-ties may resolve differently.
+    """
+    from cuekit.nara.mother import PixelCNNMother, TransformerMother
+
+    n, length, _ = noise.shape
+    if isinstance(mother, TransformerMother):
+        model = mother.model
+        cache = model.new_cache(n)
+        x = torch.full((n, 1), mother.bos, dtype=torch.long)
+        out = torch.empty(n, length, dtype=torch.long)
+        for t in range(length):
+            logits, _ = model(x, cache, start=t)
+            x = torch.argmax(logits[:, 0].float() + noise[:, t], dim=-1, keepdim=True)
+            out[:, t] = x[:, 0]
+        return out
+    if isinstance(mother, PixelCNNMother):
+        s = mother.size
+        canvas = torch.zeros(n, 1, s, s)
+        flat = canvas.view(n, -1)
+        for t in range(length):
+            r = t // s  # masked convolutions see no row below r: the rows after it are left out of the pass
+            logits = mother.model(canvas[:, :, :r + 1])[:, :, r, t % s]
+            flat[:, t] = torch.argmax(logits + noise[:, t], dim=-1).float()
+        return flat.long()
+    return torch.stack([sample_sequential(mother, length, nz).tokens for nz in noise])
+
+
+def interleaved_runs(methods: dict, noise: Tensor, *, timed: int, chunk: int, quality: tuple = (),
+                     seed: int = 0) -> dict:
+    """Run sampling methods on sequences under pre-drawn noise (N, T, V) and time them.
+
+    methods: name -> fn(noise (T, V), generator) -> `SampleResult`. The first `timed` sequences are run by
+    every method, in chunks of `chunk` sequences with the methods in a rotating order per chunk (interleaved,
+    so every method meets the same machine load); the other sequences only by the methods in `quality`
+    (the sample sets a distribution distance needs). A method that draws its own randomness (speculative)
+    gets a generator seeded by (seed, sequence index).
+
+    Returns name -> {"tokens": (n, T) long, "calls": mother calls per sequence (list), "chunk_times": [s, ...]
+    of the timed chunks}.
+    """
+    names = list(methods)
+    n = noise.shape[0]
+    out = {m: {"tokens": [], "calls": [], "chunk_times": []} for m in names}
+    starts = list(range(0, n, chunk))
+    for c, lo in enumerate(starts):
+        hi = min(lo + chunk, n)
+        is_timed = hi <= timed
+        order = names[c % len(names):] + names[:c % len(names)]
+        for m in order:
+            if not is_timed and m not in quality:
+                continue
+            t0 = time.perf_counter()
+            res = [methods[m](noise[i], torch.Generator().manual_seed(seed * 100_003 + i)) for i in range(lo, hi)]
+            if is_timed:
+                out[m]["chunk_times"].append(time.perf_counter() - t0)
+            out[m]["tokens"] += [r.tokens for r in res]
+            out[m]["calls"] += [r.calls for r in res]
+    for m in names:
+        out[m]["tokens"] = torch.stack(out[m]["tokens"])
+    return out
+
+
+def speedup(chunk_times: list[float], baseline_times: list[float]) -> float:
+    """Median over the interleaved chunks of baseline time / method time."""
+    return statistics.median(b / t for b, t in zip(baseline_times, chunk_times))
 
 
 def method_list(taus: list[float], speculative: bool = True, mother_probability: bool = False) -> list[dict]:

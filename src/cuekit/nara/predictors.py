@@ -211,21 +211,58 @@ class ConfidencePredictor(nn.Module):
     """Scores each proposal: features (..., 6) -> probability (...) that the mother would have produced it.
 
     A two-class classifier (0: resample, 1: keep) so that the shared training engine trains it as is.
+    `score` (called once per sampling round) computes the same features and network in numpy: a round is
+    bound by per-op overhead, and a dozen torch calls on (k, V) tensors would cost as much as a mother step.
     """
 
     def __init__(self, hidden: int = 32):
         super().__init__()
         self.config = dict(hidden=hidden)
-        self.net = nn.Sequential(nn.Linear(NUM_CONFIDENCE_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, 2))
+        self.net = nn.Sequential(nn.Linear(NUM_CONFIDENCE_FEATURES, hidden), nn.GELU(approximate="tanh"),
+                                 nn.Linear(hidden, 2))
 
     def forward(self, features: Tensor) -> Tensor:
         """features (..., 6) -> logits (..., 2)."""
         return self.net(features)
 
-    @torch.inference_mode()
     def score(self, mother_logits: Tensor, prior_logits: Tensor, drafts: Tensor) -> Tensor:
-        """Confidence in [0, 1] per proposal: (k, V), (k, V), (k,) -> (k,)."""
-        return self(confidence_features(mother_logits, prior_logits, drafts)).softmax(-1)[..., 1]
+        """Confidence in [0, 1] per proposal: (k, V), (k, V), (k,) -> (k,) float32 (equals
+        `self(confidence_features(...)).softmax(-1)[..., 1]`)."""
+        w1, b1, w2, b2 = self._numpy_weights()
+        x = _numpy_features(mother_logits.float().numpy(), prior_logits.float().numpy(), drafts.numpy())
+        h = x @ w1.T + b1
+        h = 0.5 * h * (1.0 + np.tanh(0.7978845608028654 * (h + 0.044715 * h * h * h)))
+        diff = h @ w2 + b2  # logit of "keep" minus logit of "resample"
+        return torch.from_numpy(1.0 / (1.0 + np.exp(-diff)))
+
+    def _numpy_weights(self) -> tuple:
+        """(W1, b1, w2, b2) as numpy arrays, w2/b2 already the keep-minus-resample difference; rebuilt when a
+        parameter changed in place (training)."""
+        cached = self.__dict__.get("_np_weights")
+        params = cached[0] if cached else (self.net[0].weight, self.net[0].bias, self.net[2].weight, self.net[2].bias)
+        version = [p._version for p in params]
+        if cached is None or cached[1] != version:
+            w1, b1, w2, b2 = (p.detach().float().numpy().copy() for p in params)
+            cached = (params, version, (w1, b1, w2[1] - w2[0], np.float32(b2[1] - b2[0])))
+            self.__dict__["_np_weights"] = cached
+        return cached[2]
+
+
+def _numpy_features(mother_logits: np.ndarray, prior_logits: np.ndarray, drafts: np.ndarray) -> np.ndarray:
+    """`confidence_features` for one round in numpy: (k, V), (k, V), (k,) -> (k, 6) float32 (few array ops:
+    a round's arrays are tiny, so each op's overhead dominates)."""
+    k = drafts.shape[0]
+    rows = np.arange(k)
+    z = mother_logits - mother_logits.max(-1, keepdims=True)
+    ez = np.exp(z)
+    total = ez.sum(-1)
+    log_total = np.log(total)
+    logqd = z[rows, drafts] - log_total
+    ent = log_total - (ez * z).sum(-1) / total  # -sum q log q with log q = z - log(total)
+    zp = prior_logits[rows, drafts] - prior_logits.max(-1)
+    rd = np.exp(zp) / np.exp(prior_logits - prior_logits.max(-1, keepdims=True)).sum(-1)
+    return np.stack([np.exp(logqd), np.maximum(logqd, np.float32(np.log(1e-6))), 1.0 / total, ent, rd,
+                     (rows / max(k, 1)).astype(np.float32)], -1).astype(np.float32, copy=False)
 
 
 class MotherProbabilityConfidence:

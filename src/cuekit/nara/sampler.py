@@ -8,7 +8,8 @@ Modes of `nara_sample`:
   rejected position is redrawn from the residual max(0, q - r); the output has the mother's distribution.
 - "approx": the paper's confidence-gated mode: a proposal is kept where the confidence predictor's score
   is >= tau, or where it equals the mother's sample under the pre-drawn noise; the first position that is
-  neither takes the mother's sample. tau > 1 gives the exact mode, tau = 0 keeps every proposal.
+  neither takes the mother's sample. tau > 1 gives the exact mode, tau = 0 keeps every proposal. The
+  predictor is not run in a round where every proposal equals the mother's sample (same output).
 
 Every round commits at least one token, so a sequence of T tokens takes at most T mother calls (as many
 as sequential sampling) and the loop always ends.
@@ -177,7 +178,10 @@ def _approx_loop(mother, draft, length: int, horizon: int, noise: Tensor, tau: f
         drafts, prior_logits = draft(state, t, k, g, None)
         logits = mother.verify(state, drafts[:k - 1])
         own = torch.argmax(logits + g, dim=-1)
-        keep = (own == drafts) | (confidence.score(logits, prior_logits, drafts) >= tau)
+        keep = own == drafts
+        if _first_false(keep.tolist()) == k:  # every proposal is the mother's own sample: nothing to score
+            return drafts, k
+        keep |= confidence.score(logits, prior_logits, drafts) >= tau
         n = _first_false(keep.tolist())
         return (drafts if n == k else torch.where(keep, drafts, own)[:n + 1]), n
 

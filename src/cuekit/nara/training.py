@@ -225,8 +225,10 @@ def confidence_dataset(mother: MotherModel, prior, seqs: Tensor, *, offset: int,
                        batches: int = 20, batch_size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Features (M, 6) and keep labels (M,) long: does the mother's own sample equal the prior's proposal?
 
-    Contexts are rows of seqs (N, L) cut at random places; proposals are prior samples (Gumbel-max), checked by
-    one batched teacher-forced mother pass; the label draws the mother's sample with fresh noise.
+    Contexts are rows of seqs (N, L) cut at random places; proposals are the prior's Gumbel-max samples,
+    checked by one batched teacher-forced mother pass. The label uses the sampler's shared-noise scheme
+    (`sampler._approx_loop`): the mother's own sample is drawn with the SAME Gumbel noise as the proposal at
+    that position, so the predictor learns P(own == proposal | features) as the gate meets it when sampling.
     prior: a window `PriorPredictor` or a `HiddenStatePrior`.
     """
     g = torch.Generator().manual_seed(seed + 2)
@@ -236,10 +238,10 @@ def confidence_dataset(mother: MotherModel, prior, seqs: Tensor, *, offset: int,
         c = int(torch.randint(offset, seqs.shape[1] - k + 1, (1,), generator=g))
         rows = torch.randint(0, seqs.shape[0], (batch_size,), generator=g)
         b = batch_size
-        drafts, prior_logits = batch_prior_drafts(prior, mother, seqs[rows, :c], offset,
-                                                  gumbel_noise(b * k, v, g).view(b, k, v))
+        noise = gumbel_noise(b * k, v, g).view(b, k, v)
+        drafts, prior_logits = batch_prior_drafts(prior, mother, seqs[rows, :c], offset, noise)
         mother_logits = mother.block_logits(seqs[rows, :c], drafts[:, :k - 1]).float()
-        own = torch.argmax(mother_logits + gumbel_noise(b * k, v, g).view(b, k, v), dim=-1)
+        own = torch.argmax(mother_logits + noise, dim=-1)
         feats.append(confidence_features(mother_logits, prior_logits, drafts).reshape(-1, 6))
         labels.append((own == drafts).long().reshape(-1))
     return torch.cat(feats), torch.cat(labels)
@@ -248,7 +250,8 @@ def confidence_dataset(mother: MotherModel, prior, seqs: Tensor, *, offset: int,
 def train_confidence(mother: MotherModel, prior, seqs: Tensor, *, offset: int,
                      batches: int = 20, epochs: int = 4, seed: int = 0, progress: bool = False
                      ) -> tuple[ConfidencePredictor, dict]:
-    """Train the confidence predictor with the shared engine; returns (predictor, final epoch metrics)."""
+    """Train the confidence predictor with the shared engine; returns (predictor, final epoch metrics plus the
+    held-out AUROC of its score ("val_auroc") and the held-out rate of label "keep" ("val_keep_rate"))."""
     from torch.utils.data import TensorDataset
 
     from cuekit.data.registry import DataBundle
@@ -264,7 +267,69 @@ def train_confidence(mother: MotherModel, prior, seqs: Tensor, *, offset: int,
     cfg = TrainConfig(model="nara_confidence", epochs=epochs, batch_size=min(128, len(labels) - n_val), lr=3e-3,
                       opt="adamw", weight_decay=0.0, seed=seed, out=None, device="cpu", progress=progress, amp="off")
     res = train(cfg, model=model, data=bundle)
-    return res.model.eval(), dict(res.final)
+    model = res.model.eval()
+    with torch.no_grad():
+        val_score = model(feats[:n_val]).softmax(-1)[:, 1]
+    metrics = dict(res.final)
+    metrics["val_keep_rate"] = float(labels[:n_val].float().mean())
+    metrics["val_auroc"] = binary_auroc(val_score, labels[:n_val])
+    return model, metrics
+
+
+def binary_auroc(scores: Tensor, labels: Tensor) -> float:
+    """AUROC of scores (N,) for binary labels (N,) (1 = positive); NaN when a class is absent."""
+    from cuekit.robustness.ood import roc_curve
+
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if pos.numel() == 0 or neg.numel() == 0:
+        return float("nan")
+    fpr, tpr, _ = roc_curve(pos, neg)
+    return float(torch.trapezoid(tpr, fpr))
+
+
+def bigram_nll(train_tokens: Tensor, rows: Tensor, vocab_size: int = 128, alphas: tuple = (0.01, 0.1, 1.0)) -> float:
+    """The text mother's baseline: an add-alpha bigram model counted on train_tokens (N,), scored on the tokens
+    rows[:, 2:] given rows[:, 1:-1] of rows (n, L + 1) (BOS first; the first token, which a bigram cannot
+    condition, is left out), in nats per token; the best alpha of `alphas` (the strongest baseline)."""
+    counts = torch.zeros(vocab_size, vocab_size, dtype=torch.float64)
+    counts.index_put_((train_tokens[:-1], train_tokens[1:]), torch.ones(train_tokens.numel() - 1,
+                                                                        dtype=torch.float64), accumulate=True)
+    prev, nxt = rows[:, 1:-1].reshape(-1), rows[:, 2:].reshape(-1)
+    best = float("inf")
+    for a in alphas:
+        logp = ((counts + a) / (counts + a).sum(1, keepdim=True)).log()
+        best = min(best, float(-logp[prev, nxt].mean()))
+    return best
+
+
+@torch.inference_mode()
+def text_mother_nll(model: CausalTransformerLM, rows: Tensor) -> float:
+    """The text mother's NLL (nats per token) on the same tokens as `bigram_nll`: rows (n, L + 1), BOS first."""
+    logits, _ = model(rows[:, :-1])
+    logp = logits[:, 1:].float().log_softmax(-1)
+    return float(-logp.gather(-1, rows[:, 2:, None]).mean())
+
+
+def independent_pixel_nll(train_images: Tensor, images: Tensor) -> float:
+    """The image mother's baseline: independent per-pixel Bernoulli (add-one counts on train_images (N, S, S)),
+    NLL of images (M, S, S) in nats per pixel."""
+    p = (train_images.flatten(1).double().sum(0) + 1) / (train_images.shape[0] + 2)
+    x = images.flatten(1).double()
+    return float(-(x * p.log() + (1 - x) * (1 - p).log()).mean())
+
+
+def neighbour_context_nll(train_images: Tensor, images: Tensor, alpha: float = 0.1) -> float:
+    """The image mother's local baseline, the image analogue of a bigram model: each pixel given its 4 causal
+    neighbours (left, up-left, up, up-right; outside the image counts as 0), add-alpha counts on train_images
+    (N, S, S); NLL of images (M, S, S) in nats per pixel."""
+    def contexts(x: Tensor) -> Tensor:
+        p = F.pad(x, (1, 1, 1, 0))
+        return p[:, 1:, :-2] + 2 * p[:, :-1, :-2] + 4 * p[:, :-1, 1:-1] + 8 * p[:, :-1, 2:]
+    counts = torch.zeros(16, 2, dtype=torch.float64)
+    counts.index_put_((contexts(train_images).reshape(-1), train_images.reshape(-1)),
+                      torch.ones(train_images.numel(), dtype=torch.float64), accumulate=True)
+    logp = ((counts + alpha) / (counts + alpha).sum(1, keepdim=True)).log()
+    return float(-logp[contexts(images).reshape(-1), images.reshape(-1)].mean())
 
 
 @torch.inference_mode()
