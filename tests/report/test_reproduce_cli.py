@@ -179,3 +179,19 @@ def test_bad_input_is_one_line_with_exit_2(args, needle, tmp_path, monkeypatch, 
     assert code == 2
     assert "Traceback" not in err and needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "ok").exists()  # nothing ran
+
+
+def test_markdown_lists_every_claim_of_every_completed_area(tmp_path, monkeypatch, capsys, areas):
+    fake_registry(monkeypatch, {"ok": areas(OK_AREA), "bad": areas(FAILING_AREA)})
+    out, md = tmp_path / "reports", tmp_path / "results.md"
+    code, stdout, _ = run_cli(["--out", out, "--markdown", md], capsys)
+    assert code == 1 and f"claims written to {md}" in stdout
+    text = md.read_text()
+    assert "### Fake <OK> area" in text and "Headline verdict: **held**" in text and "Regime: converged toy" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["beats", "side"]
+    assert "| headline |" in rows[0] and "| held |" in rows[0] and "x learnable" in rows[1]
+    assert "bad" not in text.split("### ")[-1]  # a failed area has no claims table
+    md.unlink()
+    code, _, _ = run_cli(["--report-only", "--out", out, "--markdown", md], capsys)
+    assert code == 0 and "`beats`" in md.read_text()

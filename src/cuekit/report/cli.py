@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: rebuild OUT/index.html from the results already in OUT")
+    p.add_argument("--markdown", default=None, metavar="FILE",
+                   help="also write the claims of every area in OUT as Markdown tables to FILE (for docs/results.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=_reproduce)
 
@@ -45,6 +47,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         if args.areas:
             raise UsageError("--report-only runs nothing and takes no AREA: it rebuilds the whole page")
         print(f"report written to {write_index(args.out)}")
+        _write_markdown(args)
         return 0
     resolve_areas(args.areas), resolve_device(args.device)  # bad input fails before any warning
     if 1 <= args.seeds < 3:
@@ -58,4 +61,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     for area in run.failed:
         print(f"{area} failed: {run.records[area]['error']} (traceback in {run.out_dir / area / 'results.json'})")
     print(f"report written to {run.index}")
+    _write_markdown(args)
     return run.exit_code
+
+
+def _write_markdown(args: argparse.Namespace) -> None:
+    if args.markdown:
+        from cuekit.io import atomic_write_text
+        from cuekit.report.markdown import results_markdown
+
+        atomic_write_text(args.markdown, results_markdown(args.out) + "\n")
+        print(f"claims written to {args.markdown}")
