@@ -107,9 +107,10 @@ def test_resume_continues_a_run(tmp_path, capsys):
 ])
 def test_bad_input_gives_one_line_error(args, needle, capsys, tmp_path):
     code, out, err = run_cli(args + (["--out", tmp_path / "r"] if args[0] == "train" else []), capsys)
-    assert code in (1, 2)
+    assert code == 2
     assert "Traceback" not in err and needle in err
-    assert len(err.strip().splitlines()) == 1
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1]
 
 
 def test_unknown_names_exit_with_code_2(capsys):
@@ -120,7 +121,7 @@ def test_corrupted_checkpoint_in_predict(tmp_path, capsys):
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"garbage")
     code, _, err = run_cli(["predict", "--ckpt", bad, "x.png"], capsys)
-    assert code == 1 and "cannot read checkpoint" in err and "Traceback" not in err
+    assert code == 2 and "cannot read checkpoint" in err and "Traceback" not in err
 
 
 def test_import_cuekit_stays_light():
@@ -178,3 +179,86 @@ def test_an_error_raised_in_a_dataloader_worker_is_one_line():
     assert user_message(info.value) == "clip_0.mp4: cannot be decoded"
     assert user_message(DataError("plain")) == "plain"
 
+
+
+def _all_parsers(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_help_states_the_exit_codes_and_every_default_once():
+    import re
+
+    from cuekit.cli import build_parser
+
+    root = build_parser()
+    top = root.format_help()
+    assert "exit codes" in top and re.search(r"^\s+2\s+bad input", top, re.M)
+    assert re.search(r"^\s+1\s+the work failed", top, re.M) and re.search(r"^\s+130\s+interrupted", top, re.M)
+    for parser in _all_parsers(root):
+        text = " ".join(parser.format_help().split())
+        assert "(default: None)" not in text and "(default: False)" not in text, parser.prog
+        assert not re.search(r"default[^()]*\)\s*\(default:", text), parser.prog  # e.g. "(default: …) (default: None)"
+    eval_help = " ".join(next(p for p in _all_parsers(root) if p.prog == "cuekit eval").format_help().split())
+    assert "dataset spec (default: the checkpoint's) --task" in eval_help
+    assert "--batch-size BATCH_SIZE evaluation batch size (default: 256)" in eval_help
+
+
+def test_train_help_names_every_kind_of_data_and_the_folder_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("dsprites", "moving-shapes", "folder:PATH", "video-folder:PATH", "cifar10:PATH", "224 px",
+                 "--check-data", "--skip-bad-images"):
+        assert name in text, name
+
+
+def test_reproduce_help_lists_the_area_names(capsys):
+    from cuekit.report.experiments import AREA_MODULES
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(area in text for area in AREA_MODULES)
+
+
+@pytest.mark.parametrize("args, warning", [
+    (["--img-size", "7"], "--img-size 7 is very small"),
+    (["--frames", "1"], "--frames 1 makes one-frame clips"),
+])
+def test_settings_that_may_be_intended_are_warned_about(args, warning, capsys):
+    code, _, err = run_cli(["train", *args, "--model", "nope"], capsys)  # stops right after the warning
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2 and lines[0].startswith("cuekit: warning:") and warning in lines[0]
+    code, _, err = run_cli(["train", "--img-size", "8", "--model", "nope"], capsys)
+    assert "warning" not in err
+
+
+def test_exit_codes_follow_one_scheme(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import cuekit.io
+    from cuekit.errors import CheckpointError, DataError, TrainingDiverged, UnknownChoiceError, UsageError
+
+    assert UsageError("x").exit_code == DataError("x").exit_code == CheckpointError("x").exit_code == 2
+    assert UnknownChoiceError("model", "x", ["y"]).exit_code == 2
+    assert TrainingDiverged("x").exit_code == 1
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cuekit.io, "atomic_write_bytes", full_disk)
+    code, _, err = run_cli(["models", "list", "--out", tmp_path / "l"], capsys)
+    assert code == 1 and err.startswith("cuekit: error:") and "No space left" in err and "Traceback" not in err
+
+    def vanished(path, data):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+
+    monkeypatch.setattr(cuekit.io, "atomic_write_bytes", vanished)
+    code, _, err = run_cli(["models", "list", "--out", tmp_path / "l"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1

@@ -64,3 +64,68 @@ def test_calibration_workload_times_real_steps():
 
     step = calibration_workload(steps=2, rounds=1)
     assert 0 < step < 5
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _unreadable_at_two(x: int) -> int:
+    from cuekit.errors import DataError
+
+    if x == 2:
+        raise DataError(f"file {x} is unreadable")
+    return x
+
+
+def test_json_summary_summarises_instead_of_dumping():
+    import numpy as np
+
+    from cuekit.parallel import json_summary
+
+    s = json_summary({"acc": 0.5, "nan": float("nan"), "small": torch.tensor([1.0, 2.0]),
+                      "weights": torch.zeros(100, 3), "array": np.ones((4, 5), np.float32),
+                      "model": torch.nn.Linear(2, 3), "seeds": list(range(30)), "name": "x" * 300,
+                      "scalar": np.float64(0.25), "obj": object()})
+    assert s["acc"] == 0.5 and s["nan"] == "nan" and s["small"] == [1.0, 2.0] and s["scalar"] == 0.25
+    assert s["weights"] == {"shape": [100, 3], "dtype": "float32"}
+    assert s["array"] == {"shape": [4, 5], "dtype": "float32"}
+    assert s["model"] == "<Linear: 9 parameters>" and s["obj"] == "<object>"
+    assert len(s["seeds"]) == 21 and s["seeds"][-1] == "... 10 more" and len(s["name"]) == 203
+    import json
+
+    json.dumps(s, allow_nan=False)  # strict JSON
+
+
+def test_run_jobs_records_each_finished_run_only_while_asked(tmp_path, capsys):
+    import json
+
+    from cuekit.parallel import recording_partial_results, run_jobs
+
+    assert run_jobs(_square, [1, 2, 3], workers=1, progress=False) == [1, 4, 9]
+    path = tmp_path / "area" / "partial.jsonl"
+    with recording_partial_results(path, "fake", lines=True) as partial:
+        assert run_jobs(_square, [1, 2, 3], workers=1, desc="squares", progress=False) == [1, 4, 9]
+    assert partial.finished == 3
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["job"], e["result"], e["run"], e["of"], e["desc"], e["area"]) for e in entries] == [
+        (1, 1, 0, 3, "squares", "fake"), (2, 4, 1, 3, "squares", "fake"), (3, 9, 2, 3, "squares", "fake")]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[1].startswith("fake: squares 2/3 finished in ")
+    run_jobs(_square, [4], workers=1, progress=False)  # outside the block: nothing recorded
+    assert len(path.read_text().splitlines()) == 3
+
+
+def test_worker_processes_record_runs_and_raise_user_errors_as_their_class(tmp_path):
+    import json
+
+    from cuekit.errors import DataError
+    from cuekit.parallel import recording_partial_results, run_jobs
+
+    path = tmp_path / "partial.jsonl"
+    with recording_partial_results(path, "fake"):
+        with pytest.raises(DataError, match="file 2 is unreadable") as info:
+            run_jobs(_unreadable_at_two, [1, 2, 3], workers=2, progress=False, threads=1)
+    assert info.value.exit_code == 2
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((e["job"], e["result"], e["run"]) for e in entries) == [(1, 1, 0), (3, 3, 2)]  # not the failed one

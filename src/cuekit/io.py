@@ -5,16 +5,29 @@ import json
 import math
 import os
 import platform
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Sequence
 
 
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside `path` (random hidden name), open for writing; its mode follows the umask
+    as any newly created file's does (tempfile.mkstemp would make it 0600 whatever the umask)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file so that readers (and a crash) see either the old or the new content."""
+    """Write a file so that readers (and a crash) see either the old or the new content; the new file's
+    permissions follow the umask (0644 under umask 022), like a file written with open()."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

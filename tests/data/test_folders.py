@@ -101,3 +101,54 @@ def test_cifar10_python_format_and_refusal_of_foreign_pickles(tmp_path):
 def test_cifar_needs_a_local_path():
     with pytest.raises(UsageError, match="never downloads"):
         create_dataset("cifar100")
+
+
+def test_the_default_folder_size_is_announced_with_how_much_images_are_scaled(tmp_path, capsys):
+    write_image_folder(tmp_path / "imgs", size=20)
+    b = create_dataset(f"folder:{tmp_path / 'imgs'}")
+    err = capsys.readouterr().err.strip()
+    assert b.img_size == 224 and b.train[0][0].shape == (3, 224, 224)
+    assert len(err.splitlines()) == 1 and err.startswith("cuekit: note:")
+    assert "224 px, the default" in err and "20x20 px" in err and f"upscaled about {224 / 20:.1f}x" in err
+    create_dataset(f"folder:{tmp_path / 'imgs'}", img_size=16)  # a size the user chose: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_the_default_video_clip_settings_are_announced(tmp_path, capsys):
+    from data.test_video_folders import write_frames
+
+    for name in ("a", "b"):
+        write_frames(tmp_path / name / "clip", 3)
+        write_frames(tmp_path / name / "clip2", 3)
+    create_dataset(f"video-folder:{tmp_path}", frames=4)
+    err = capsys.readouterr().err
+    assert "112 px (--img-size)" in err and "frames (--frames)" not in err
+    create_dataset(f"video-folder:{tmp_path}", frames=4, img_size=32)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_single_class_cannot_be_trained_on(tmp_path):
+    from cuekit.data.registry import check_training_data
+    from cuekit.train import TrainConfig, train
+
+    write_image_folder(tmp_path / "imgs", classes=("only",), per_class=4)
+    one = create_dataset(f"folder:{tmp_path / 'imgs'}", img_size=16)  # fine to read (e.g. as OOD images)
+    assert one.num_classes == 1
+    with pytest.raises(DataError, match="1 class .only.: a classifier needs at least 2"):
+        check_training_data(one)
+    with pytest.raises(DataError, match="at least 2"):
+        train(TrainConfig(model="resnet8", epochs=1, batch_size=2, progress=False), data=one)
+
+
+def test_models_and_data_of_different_kinds_are_refused():
+    from cuekit.data.registry import check_model_fits_data, is_video_dataset
+
+    assert is_video_dataset("moving-shapes") and is_video_dataset("video-folder:/x")
+    assert not is_video_dataset("dsprites") and not is_video_dataset("folder:/x")
+    with pytest.raises(UsageError, match="video model but dsprites is image data"):
+        check_model_fits_data("video_cnn_small", "dsprites")
+    with pytest.raises(UsageError, match="image model but moving-shapes is video data"):
+        check_model_fits_data("resnet8", "moving-shapes")
+    check_model_fits_data("resnet8", "dsprites")
+    check_model_fits_data("video_cnn_small", "video-folder:/x")
+    check_model_fits_data(None, "moving-shapes")  # an unregistered model is not judged

@@ -71,7 +71,7 @@ def test_convert_then_load_weights_only(tmp_path, capsys, key_style):
 def test_convert_into_the_wrong_architecture_fails_cleanly(tmp_path, capsys):
     src = tmp_path / "nano.pth"
     torch.save(create_model("pit_nano").state_dict(), src)
-    assert main(["models", "convert", str(src), "--model", "pit_ti", "--to", str(tmp_path / "x.safetensors")]) == 1
+    assert main(["models", "convert", str(src), "--model", "pit_ti", "--to", str(tmp_path / "x.safetensors")]) == 2
     assert "does not fit pit_ti" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
 

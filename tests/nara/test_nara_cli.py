@@ -55,7 +55,7 @@ def test_sample_and_bench_commands(tiny_domain_dir, tmp_path, capsys):
 
 
 def test_bad_input_is_one_line_error(tmp_path, capsys):
-    assert main(["nara", "sample", "--ckpt", str(tmp_path / "missing")]) == 1
+    assert main(["nara", "sample", "--ckpt", str(tmp_path / "missing")]) == 2
     assert main(["nara", "bench", "--ckpt", str(tmp_path), "--taus", "x,y"]) == 2
     err = capsys.readouterr().err
     assert err.count("cuekit: error:") == 2 and "Traceback" not in err

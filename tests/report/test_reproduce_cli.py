@@ -195,3 +195,65 @@ def test_markdown_lists_every_claim_of_every_completed_area(tmp_path, monkeypatc
     md.unlink()
     code, _, _ = run_cli(["--report-only", "--out", out, "--markdown", md], capsys)
     assert code == 0 and "`beats`" in md.read_text()
+
+
+# A fake area whose experiment runs 6 (seed, method) jobs through run_jobs; STOP decides whether the 4th one
+# (seed 1, "ours") raises, and what.
+AREA_WITH_RUNS = """
+import torch
+from cuekit.parallel import run_jobs
+from cuekit.report import claim, make_result
+
+STOP = {stop}
+
+def _run(job):
+    seed, method = job
+    if STOP is not None and job == (1, "ours"):
+        raise STOP("the fourth run stops here")
+    return {{"seed": seed, "method": method, "acc": 0.5 + 0.1 * seed, "weights": torch.zeros(64, 64)}}
+
+def run_experiment(config):
+    jobs = [(s, m) for s in config.seeds for m in ("base", "ours")]
+    runs = run_jobs(_run, jobs, workers=1, desc="fake runs", progress=config.progress)
+    effects = [0.1 + 0.01 * s for s in config.seeds]
+    rows = [claim(id="beats", claim="c", measure="m", effects=effects, headline=True)]
+    return make_result(area="fake", title="Fake", claim="c", measured="m",
+                       table={{"columns": ["runs"], "rows": [[len(runs)]]}}, claims=rows, regime="r", plots=[],
+                       seeds=config.seeds, details={{}})
+"""
+
+
+def test_a_completed_area_keeps_no_partial_file_and_prints_one_line_per_run(tmp_path, monkeypatch, capsys, areas):
+    fake_registry(monkeypatch, {"fake": areas(AREA_WITH_RUNS.format(stop=None))})
+    out = tmp_path / "reports"
+    (out / "fake").mkdir(parents=True)
+    (out / "fake" / "partial.jsonl").write_text('{"stale": "an earlier run"}\n')
+    code, stdout, err = run_cli(["--out", out], capsys)
+    assert code == 0, err
+    assert read(out / "fake" / "results.json")["status"] == "completed"
+    assert not (out / "fake" / "partial.jsonl").exists()
+    finished = [ln for ln in stdout.splitlines() if ln.startswith("fake: fake runs ")]
+    assert [ln.split()[3] for ln in finished] == [f"{k}/6" for k in range(1, 7)]
+
+
+def test_a_failed_area_keeps_its_finished_runs(tmp_path, monkeypatch, capsys, areas):
+    fake_registry(monkeypatch, {"fake": areas(AREA_WITH_RUNS.format(stop="RuntimeError"))})
+    out = tmp_path / "reports"
+    code, _, _ = run_cli(["--out", out], capsys)
+    assert code == 1
+    entries = [json.loads(ln) for ln in (out / "fake" / "partial.jsonl").read_text().splitlines()]
+    assert [e["job"] for e in entries] == [[0, "base"], [0, "ours"], [1, "base"]]
+    assert entries[2]["result"]["acc"] == 0.6 and entries[2]["result"]["weights"] == {"shape": [64, 64],
+                                                                                         "dtype": "float32"}
+    record = read(out / "fake" / "results.json")
+    assert record["status"] == "failed" and record["partial_results"] == "partial.jsonl"
+    assert record["finished_runs"] == 3
+
+
+def test_an_interrupted_area_keeps_its_finished_runs(tmp_path, monkeypatch, capsys, areas):
+    fake_registry(monkeypatch, {"fake": areas(AREA_WITH_RUNS.format(stop="KeyboardInterrupt"))})
+    out = tmp_path / "reports"
+    code, _, err = run_cli(["--out", out], capsys)
+    assert code == 130 and "fake interrupted: its 3 finished run(s) are in" in err
+    assert len((out / "fake" / "partial.jsonl").read_text().splitlines()) == 3
+    assert (out / "index.html").is_file()  # the page still describes what finished

@@ -62,7 +62,7 @@ def test_bad_input_is_one_line_error(tmp_path, checkpoint, capsys):
     err = capsys.readouterr().err
     assert err.startswith("cuekit: error:") and "more than the 32-bit codes" in err and "Traceback" not in err
     assert main(["transmit", "fetch", "ftp://example/x", "--no-progress"]) == 2
-    assert main(["transmit", "pack", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "y")]) == 1
+    assert main(["transmit", "pack", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "y")]) == 2
 
 
 def test_cli_module_imports_no_aiohttp():

@@ -82,7 +82,7 @@ def test_flatness_rejects_radius_zero(csv_data, tmp_path, capsys):
 @pytest.mark.parametrize("args, code, needle", [
     (["--cues", "hue"], 2, "at least 2 cues"),
     (["--cues", "hue,colour"], 2, "unknown cue of csv:attrs.csv 'colour'"),
-    (["--cues", "hue,size", "--train-per-class", "500"], 1, "the diagonal set has 12 samples of level 0"),
+    (["--cues", "hue,size", "--train-per-class", "500"], 2, "the diagonal set has 12 samples of level 0"),
     (["--cues", "hue,size", "--model", "resnet21"], 2, "unknown model 'resnet21'"),
 ])
 def test_bad_input_is_one_line(csv_data, tmp_path, capsys, args, code, needle):
@@ -94,6 +94,6 @@ def test_bad_input_is_one_line(csv_data, tmp_path, capsys, args, code, needle):
 def test_malformed_csv_names_the_row(tmp_path, capsys):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "attrs.csv").write_text("file,x,y\na.png,1,2\na.png,3\n")
-    assert main(["wcst", "audit", "--data", f"csv:{tmp_path / 'attrs.csv'}", "--cues", "x,y"]) == 1
+    assert main(["wcst", "audit", "--data", f"csv:{tmp_path / 'attrs.csv'}", "--cues", "x,y"]) == 2
     err = capsys.readouterr().err
     assert "row 3 has 2 fields" in err and "Traceback" not in err

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cuekit.augment.mix import as_rng, boxes_to_mask, place_boxes, to_soft
+from cuekit.augment.mix import as_rng, boxes_to_mask, generator_state, place_boxes, set_generator_state, to_soft
 from cuekit.errors import UsageError
 
 __all__ = ["Cutout", "cutout"]
@@ -61,6 +61,14 @@ class Cutout:
         _side(size, [1])
         self.num_classes, self.size, self.holes, self.prob, self.fill = num_classes, size, holes, prob, fill
         self.rng = as_rng(seed)
+
+    def state_dict(self) -> dict:
+        """The random state (JSON-able), so a resumed training run draws what an uninterrupted one would."""
+        return {"rng": generator_state(self.rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the random state from `state_dict`."""
+        set_generator_state(self.rng, state["rng"])
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """x: (N, C, H, W) float, y: (N,) int or (N, C) soft -> erased x, targets."""

@@ -13,6 +13,7 @@ CutMix lambda is corrected to the pasted fraction after the box is clipped at th
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -23,8 +24,8 @@ from torch import Tensor
 from cuekit.augment.targets import one_hot
 from cuekit.errors import UnknownChoiceError, UsageError
 
-__all__ = ["MIX_MODES", "CutMix", "Mixup", "MixupOrCutMix", "as_rng", "box_sides", "boxes_to_mask", "mix_targets",
-           "place_boxes", "sample_box", "sample_boxes", "to_soft"]
+__all__ = ["MIX_MODES", "CutMix", "Mixup", "MixupOrCutMix", "as_rng", "box_sides", "boxes_to_mask", "generator_state",
+           "mix_targets", "place_boxes", "sample_box", "sample_boxes", "set_generator_state", "to_soft"]
 
 MIX_MODES = ("batch", "pair", "elem")
 
@@ -39,6 +40,16 @@ def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
     return np.random.default_rng(seed)
+
+
+def generator_state(rng: np.random.Generator) -> dict:
+    """A NumPy generator's state as JSON-able data (its bit generator's state: plain ints and strings)."""
+    return copy.deepcopy(rng.bit_generator.state)
+
+
+def set_generator_state(rng: np.random.Generator, state: dict) -> None:
+    """Put `rng` back into a state from `generator_state`; the next draws repeat the ones that followed it."""
+    rng.bit_generator.state = state
 
 
 def to_soft(targets: Tensor, num_classes: int) -> Tensor:
@@ -147,6 +158,14 @@ class _Mixer:
         self.num_classes, self.alpha, self.prob, self.mode = num_classes, float(alpha), float(prob), mode
         self.rng = as_rng(seed)
         self.last_lam: np.ndarray | None = None  # lambdas of the last call (B,), after any correction
+
+    def state_dict(self) -> dict:
+        """The random state (JSON-able), so a resumed training run draws what an uninterrupted one would."""
+        return {"rng": generator_state(self.rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the random state from `state_dict`."""
+        set_generator_state(self.rng, state["rng"])
 
     def _draw(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-sample lambda (B,) and whether mixing applies (B,), tied as the mode says."""
@@ -290,6 +309,16 @@ class MixupOrCutMix:
             raise UsageError(f"switch_prob must be in [0, 1], got {switch_prob}")
         self.mixup, self.cutmix, self.switch_prob = mixup, cutmix, switch_prob
         self.rng = as_rng(seed)
+
+    def state_dict(self) -> dict:
+        """The random states (JSON-able) of the switch and of both mixers."""
+        return {"rng": generator_state(self.rng), "mixup": self.mixup.state_dict(), "cutmix": self.cutmix.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the random states from `state_dict` (the mixers may share one generator with the switch)."""
+        self.mixup.load_state_dict(state["mixup"])
+        self.cutmix.load_state_dict(state["cutmix"])
+        set_generator_state(self.rng, state["rng"])
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """x: (N, ...) float, y: (N,) int or soft -> mixed x, soft targets (N, C)."""

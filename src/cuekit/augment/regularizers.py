@@ -65,6 +65,22 @@ class BatchPipeline:
             if hasattr(step, "bind"):
                 step.bind(model=model, data=data)
 
+    def state_dict(self) -> dict:
+        """Every step's random state (JSON-able), for an exact resume of a training run."""
+        return {"steps": [{"type": type(step).__name__,
+                           "state": step.state_dict() if hasattr(step, "state_dict") else None}
+                          for step in self.steps]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the steps' random states from `state_dict`; the steps must be the same kinds, in order."""
+        saved = [s["type"] for s in state["steps"]]
+        ours = [type(step).__name__ for step in self.steps]
+        if saved != ours:
+            raise UsageError(f"the saved regularizer state is for {saved}, these regularizers are {ours}")
+        for step, entry in zip(self.steps, state["steps"]):
+            if entry["state"] is not None:
+                step.load_state_dict(entry["state"])
+
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """x: (N, C, H, W), y: (N,) int -> transformed x, soft targets (N, C)."""
         for step in self.steps:

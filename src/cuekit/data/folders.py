@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,31 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+DEFAULT_IMG_SIZE = 224  # folder data without --img-size: the ImageNet recipe's size
+
+
+def note(message: str) -> None:
+    """Print a one-line note on stderr (what a reader chose for the user, e.g. a default size)."""
+    print(f"cuekit: note: {message}", file=sys.stderr)
+
+
+def note_default_size(spec: str, first_image: str | None, size: int) -> None:
+    """Say that folder data is resized to the default `size`, and how much the first image is scaled by it."""
+    from PIL import Image
+
+    text = f"{spec}: images are resized to {size} px, the default for this data (set --img-size to change it)"
+    if first_image is not None:
+        try:
+            with Image.open(first_image) as img:
+                w, h = img.size
+        except (OSError, ValueError):
+            w = h = 0
+        if min(w, h) > 0:
+            factor = size / min(w, h)
+            how = (f"upscaled about {factor:.1f}x, which costs time and adds no detail" if factor > 1.5 else
+                   f"downscaled about {1 / factor:.1f}x" if factor < 1 / 1.5 else "kept near their size")
+            text += f"; the first image ({Path(first_image).name}) is {w}x{h} px, so images are {how}"
+    note(text)
 
 
 def standard_transforms(img_size: int, mean, std, train: bool, small: bool | None = None):
@@ -91,7 +117,8 @@ def folder_dataset(path, *, task=None, img_size=None, train_size=None, val_size=
     if not path:
         raise UsageError("folder data needs a path: --data folder:PATH")
     root = Path(path).expanduser()
-    img_size = img_size or 224
+    default_size = img_size is None
+    img_size = img_size or DEFAULT_IMG_SIZE
     mk = lambda train: standard_transforms(img_size, IMAGENET_MEAN, IMAGENET_STD, train)
     if (root / "train").is_dir() and (root / "val").is_dir():
         tr, va = _image_folder(root / "train"), _image_folder(root / "val")
@@ -103,6 +130,8 @@ def folder_dataset(path, *, task=None, img_size=None, train_size=None, val_size=
         train_idx, val_idx = seeded_split(len(tr.samples), val_split, seed)
     train = seeded_subset(_TransformedView(tr, mk(True)), train_idx, train_size, seed)
     val = seeded_subset(_TransformedView(va, mk(False)), val_idx, val_size, seed)
+    if default_size:
+        note_default_size(f"folder:{path}", tr.samples[0][0] if tr.samples else None, img_size)
     return DataBundle(train=train, val=val, num_classes=len(tr.classes), class_names=list(tr.classes),
                       in_chans=3, img_size=img_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                       resize_ratio=1.0 if img_size <= 64 else 256 / 224)

@@ -118,5 +118,58 @@ def create_dataset(
     return bundle
 
 
+def is_video_dataset(spec: str) -> bool:
+    """Whether a dataset spec ("moving-shapes", "video-folder:PATH", ...) names a video dataset (clips)."""
+    _ensure_builtin()
+    return spec.partition(":")[0] in _VIDEO_DATASETS
+
+
+def _bundle_is_video(data: DataBundle) -> bool:
+    """Whether a bundle holds clips: it says so (`frames`), or, for a bundle built by hand, its first training
+    sample is a (C, T, H, W) tensor."""
+    if data.frames is not None:
+        return True
+    try:
+        sample = data.train[0][0]
+    except (IndexError, TypeError, KeyError):
+        return False
+    return getattr(sample, "ndim", 0) == 4
+
+
+def check_model_fits_data(model_name: str | None, data: str | DataBundle) -> None:
+    """Refuse a registered image model on video data and a video model on image data (UsageError).
+
+    `data` is a spec or a built bundle; a model that is not registered (None or an unknown name) is not checked.
+    """
+    from cuekit.models.registry import list_models, model_info
+
+    if not model_name or model_name not in list_models():
+        return
+    video_model = model_info(model_name).get("input") == "video"
+    if isinstance(data, DataBundle):
+        video_data, name = _bundle_is_video(data), data.name or "the data"
+    else:
+        video_data, name = is_video_dataset(data), data
+    if video_model and not video_data:
+        raise UsageError(f"{model_name} is a video model but {name} is image data; train it on video data "
+                         f"({', '.join(sorted(_VIDEO_DATASETS))}) or pick an image model")
+    if video_data and not video_model:
+        raise UsageError(f"{model_name} is an image model but {name} is video data (clips); pick a video model "
+                         "(`cuekit models list` shows them, e.g. video_cnn_small, r3d_18) or image data")
+
+
+def check_training_data(data: DataBundle, model_name: str | None = None) -> None:
+    """Refuse data a classifier cannot learn from: fewer than two classes (DataError), or the wrong kind of
+    data for a registered model (UsageError, see `check_model_fits_data`)."""
+    from cuekit.errors import DataError
+
+    if data.num_classes < 2:
+        names = ", ".join(map(str, data.class_names)) or "none"
+        classes = f"{data.num_classes} class" + ("" if data.num_classes == 1 else "es")
+        raise DataError(f"{data.name or 'the data'} has {classes} ({names}): a classifier needs at least 2 "
+                        "(one class folder per class)")
+    check_model_fits_data(model_name, data)
+
+
 def _ensure_builtin() -> None:
     import cuekit.data  # noqa: F401  (modules register their datasets on import)

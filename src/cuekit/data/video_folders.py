@@ -368,6 +368,8 @@ def read_video_folder(path: str | Path, *, frames: int | None = None, stride: in
                       seed: int = 0, val_split: float = 0.1) -> VideoDataBundle:
     """Train / val (/ test) clip datasets of a class-per-folder video tree (layout: see the module docstring)."""
     root = Path(path).expanduser()
+    defaults = [f"{DEFAULT_FRAMES} frames (--frames)"] if frames is None else []
+    defaults += [f"{DEFAULT_IMG_SIZE} px (--img-size)"] if img_size is None else []
     frames = DEFAULT_FRAMES if frames is None else frames
     img_size = img_size or DEFAULT_IMG_SIZE
     if frames < 1:
@@ -405,6 +407,10 @@ def read_video_folder(path: str | Path, *, frames: int | None = None, stride: in
         val_samples = train_samples
     train = seeded_subset(clips(train_samples, True), train_idx, train_size, seed)
     val = seeded_subset(clips(val_samples, False), val_idx, val_size, seed)
+    if defaults:
+        from cuekit.data.folders import note
+
+        note(f"video-folder:{path}: clips use the default {' and '.join(defaults)}")
     return VideoDataBundle(train=train, val=val, num_classes=len(classes), class_names=list(classes), in_chans=3,
                            img_size=img_size, mean=KINETICS_MEAN, std=KINETICS_STD, resize_ratio=RESIZE_RATIO,
                            frames=frames, test=test, stride=stride)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `models` command group."""
+    from cuekit.cli import output_file
+
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("models", help="list, inspect, convert and export registered models",
                        description="The model registry: names, parameters / MACs / throughput, checkpoint "
@@ -48,13 +51,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                            description="Read a checkpoint (.pth/.pt read weights-only, or .safetensors) with the "
                            "official or timm key names, map the keys onto cuekit's, check that it loads "
                            "strictly into --model, and write safetensors (+ a .json of metadata) that "
-                           "`cuekit eval/predict` and `create_model(..., checkpoint=)` read.")
+                           "`cuekit eval/predict` and `create_model(..., checkpoint=)` read without pickle. "
+                           "A .pth holding Python objects besides tensors (e.g. timm / DeiT files with their "
+                           "argparse.Namespace) is refused unless --trust-pickle is given.")
     conv.add_argument("src", metavar="SRC", help="checkpoint file")
     conv.add_argument("--model", required=True, help="registered architecture, e.g. pit_s or pit_s_distilled")
     conv.add_argument("--to", required=True, help="output .safetensors path")
     conv.add_argument("--num-classes", type=int, default=None, help="default: read from the head's weight")
     conv.add_argument("--img-size", type=int, default=None,
                       help="training resolution (default: read from the position embedding)")
+    conv.add_argument("--trust-pickle", action="store_true",
+                      help="unpickle SRC fully (torch.load weights_only=False). This RUNS ANY CODE the file holds: "
+                           "use it only for a file from a source you trust; the .safetensors written needs no pickle")
     conv.set_defaults(func=_convert)
 
     exp = msub.add_parser("export", help="export a model to ONNX or a torch.export program", formatter_class=fmt,
@@ -67,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--checkpoint", default=None, help="weights to load (e.g. from `models convert`)")
     exp.add_argument("--img-size", type=int, default=None, help="default: the checkpoint's or the model's")
     exp.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's, else 1000")
-    exp.add_argument("--out", default=None, help="output file (default: NAME.onnx / NAME.pt2)")
+    exp.add_argument("--out", default=None, type=output_file, help="output file (default: NAME.onnx / NAME.pt2)")
     exp.set_defaults(func=_export)
 
 
@@ -164,7 +172,10 @@ def _convert(args: argparse.Namespace) -> int:
     to = Path(args.to)
     if to.suffix != ".safetensors":
         raise UsageError(f"--to must end in .safetensors, got {args.to}")
-    state, _ = read_state_dict(args.src)
+    if args.trust_pickle and Path(args.src).suffix != ".safetensors":
+        print(f"cuekit: warning: --trust-pickle: unpickling {args.src} runs any code it holds; do this only for "
+              "a file from a source you trust", file=sys.stderr, flush=True)
+    state, _ = read_state_dict(args.src, trust_pickle=args.trust_pickle)
     remap = key_remap(args.model)
     mapped = remap(state) if remap else state
     num_classes = args.num_classes
@@ -183,7 +194,7 @@ def _convert(args: argparse.Namespace) -> int:
     renamed = sum(1 for a, b in zip(state, mapped) if a != b)
     metadata = {"model": args.model, "num_classes": num_classes, "in_chans": 3, "img_size": img_size,
                 "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "source": str(args.src),
-                "keys_renamed": renamed}
+                "keys_renamed": renamed, "unpickled": bool(args.trust_pickle)}
     save_weights(to, model, metadata)
     load_checkpoint(create_model(args.model, num_classes=num_classes, img_size=img_size), to)  # read back
     print(format_table(["converted", "value"], [["source", args.src], ["model", args.model],

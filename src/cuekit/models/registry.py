@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import pickle
+import re
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -88,11 +90,39 @@ def create_model(
     return model
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def pickle_refusal(path: str | Path, torch_message: str) -> str:
+    """cuekit's one-line refusal of a torch file that weights-only loading rejected (what, and how to convert)."""
+    found = _REFUSED_GLOBAL.search(torch_message)
+    if found:
+        held = f"it holds Python objects besides tensors ({found.group(1)})"
+    else:
+        reasons = [line.strip() for line in torch_message.splitlines() if line.strip() and not any(
+            word in line for word in ("weights_only", "Weights only", "documentation", "file an issue"))]
+        held = "it is not a plain tensor file" + (f" ({reasons[0][:120]})" if reasons else "")
+    return (f"refused to unpickle {path}: {held}, and unpickling can run code hidden in the file. If you trust "
+            f"the file, convert it once: cuekit models convert {path} --model NAME --to OUT.safetensors "
+            "--trust-pickle (then use OUT.safetensors)")
+
+
+def _load_torch_file(path: Path, trust_pickle: bool) -> Any:
+    if trust_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(pickle_refusal(path, str(e))) from None
+
+
+def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read tensors and string metadata from safetensors, or a torch file with weights_only=True.
 
-    Training-state files written by `cuekit.train` are recognised and only the model weights
-    (keys under "model.") are returned.
+    A torch file that holds anything beyond tensors and plain containers is refused (CheckpointError);
+    trust_pickle=True unpickles it instead, which runs any code the file holds: only for trusted files
+    (`cuekit models convert --trust-pickle`). Training-state files written by `cuekit.train` are
+    recognised and only the model weights (keys under "model.") are returned.
     """
     path = Path(path)
     if not path.is_file():
@@ -108,17 +138,24 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 for k in f.keys():
                     tensors[k] = f.get_tensor(k)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _load_torch_file(path, trust_pickle)
             for wrapper in ("state_dict", "model", "model_state", "module"):
-                if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+                if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), (Mapping, nn.Module)):
                     obj = obj[wrapper]
+            if isinstance(obj, nn.Module):  # a whole pickled model (trust_pickle only)
+                obj = obj.state_dict()
             if not isinstance(obj, Mapping):
                 raise CheckpointError(f"{path}: no state dict inside (found {type(obj).__name__})")
             tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     except CheckpointError:
         raise
     except Exception as e:  # truncated / corrupted / not a checkpoint at all
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {' '.join(str(e).split())}") \
+            from None
+    if "tensors_sha256" in meta:  # cuekit's own files carry a digest of their tensors: refuse flipped bytes
+        from cuekit.train.checkpoint import verify_tensors
+
+        verify_tensors(path, tensors, meta)
     if meta.get("format") == "cuekit-train-state":
         tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     tensors = {k[len("module."):] if k.startswith("module.") else k: v for k, v in tensors.items()}

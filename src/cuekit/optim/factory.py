@@ -1,4 +1,9 @@
-"""Optimizers by name: `create_optimizer("sgd", model, lr=0.1)`; areas register more by name."""
+"""Optimizers by name: `create_optimizer("sgd", model, lr=0.1)`; areas register more by name.
+
+Each optimizer has its own default learning rate (`default_lr`), used when none is given: 0.1 for the
+SGD family (SGD, SGDP: the AdamP README's SGDP(lr=0.1)), 1e-3 for the Adam family (Adam, AdamW: torch's
+default; AdamP: the AdamP README's AdamP(lr=0.001)). SGD's 0.1 would make an Adam-family optimizer diverge.
+"""
 from __future__ import annotations
 
 from typing import Callable, Iterable
@@ -10,18 +15,32 @@ from cuekit.errors import UnknownChoiceError, UsageError
 
 OptimizerBuilder = Callable[..., torch.optim.Optimizer]
 _OPTIMIZERS: dict[str, OptimizerBuilder] = {}
+# Default learning rates; an optimizer registered elsewhere may give its own to `register_optimizer`.
+_DEFAULT_LR: dict[str, float] = {"sgd": 0.1, "sgdp": 0.1, "adam": 1e-3, "adamw": 1e-3, "adamp": 1e-3}
 
 
-def register_optimizer(name: str) -> Callable[[OptimizerBuilder], OptimizerBuilder]:
+def register_optimizer(name: str, default_lr: float | None = None) -> Callable[[OptimizerBuilder], OptimizerBuilder]:
     """Decorator: register `fn(param_groups, lr, weight_decay, momentum, betas, eps, nesterov, **kw)`."""
 
     def deco(fn: OptimizerBuilder) -> OptimizerBuilder:
         if name in _OPTIMIZERS:
             raise ValueError(f"optimizer {name!r} registered twice")
         _OPTIMIZERS[name] = fn
+        if default_lr is not None:
+            _DEFAULT_LR[name] = float(default_lr)
         return fn
 
     return deco
+
+
+def default_lr(name: str) -> float:
+    """The learning rate `create_optimizer(name, ...)` and `cuekit train --opt NAME` use when none is given."""
+    _ensure_builtin()
+    if name not in _OPTIMIZERS:
+        raise UnknownChoiceError("optimizer", name, _OPTIMIZERS)
+    if name not in _DEFAULT_LR:
+        raise UsageError(f"optimizer {name!r} has no default learning rate: give one (--lr)")
+    return _DEFAULT_LR[name]
 
 
 def list_optimizers() -> list[str]:
@@ -64,7 +83,7 @@ def param_groups(model: nn.Module, weight_decay: float, skip_1d: bool = True) ->
 def create_optimizer(
     name: str,
     model_or_params: nn.Module | Iterable,
-    lr: float,
+    lr: float | None = None,
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -73,10 +92,12 @@ def create_optimizer(
     skip_1d_decay: bool = True,
     **kwargs,
 ) -> torch.optim.Optimizer:
-    """Build an optimizer by name; a model gets the decay / no-decay parameter split."""
+    """Build an optimizer by name; a model gets the decay / no-decay parameter split; lr None: `default_lr(name)`."""
     _ensure_builtin()
     if name not in _OPTIMIZERS:
         raise UnknownChoiceError("optimizer", name, _OPTIMIZERS)
+    if lr is None:
+        lr = default_lr(name)
     if lr <= 0:
         raise UsageError(f"learning rate must be positive, got {lr}")
     if isinstance(model_or_params, nn.Module):

@@ -51,16 +51,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _teacher(args):
     from cuekit.errors import UnknownChoiceError, UsageError
-    from cuekit.models.registry import checkpoint_metadata, list_models, model_from_checkpoint
+    from cuekit.models.registry import checkpoint_metadata, list_models, model_from_checkpoint, model_info
 
     path = Path(args.teacher)
     if path.is_file():
         meta = checkpoint_metadata(path)
         if "model" not in meta or "num_classes" not in meta:
             raise UsageError(f"{path} has no cuekit metadata: give --teacher NAME --weights {path}")
+        if meta.get("frames"):
+            raise UsageError(f"{path} holds the video model {meta['model']}: label maps need an image classifier")
         return model_from_checkpoint(path)
     if args.teacher not in list_models():
         raise UnknownChoiceError("model", args.teacher, list_models())
+    if model_info(args.teacher).get("input") == "video":
+        raise UsageError(f"--teacher {args.teacher} is a video model: label maps need an image classifier")
     if args.weights is None:
         raise UsageError(f"--teacher {args.teacher}: give its trained weights with --weights PATH "
                          "(random weights make meaningless label maps)")

@@ -95,6 +95,29 @@ class ReLabelTargets:
 
         self.rng = np.random.default_rng(seed)
 
+    def _settings(self) -> dict:
+        return {"mode": self.mode, "cutmix_alpha": self.cutmix_alpha, "partner_target": self.partner_target,
+                "localized": self.localized}
+
+    def state_dict(self) -> dict:
+        """The CutMix random state and the settings (JSON-able), for an exact resume of a training run."""
+        from cuekit.augment.mix import generator_state
+
+        return {"rng": generator_state(self.rng), "settings": self._settings()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the random state from `state_dict`; refuse other ReLabel settings than the saved ones."""
+        from cuekit.augment.mix import set_generator_state
+
+        flags = {"mode": "--relabel-mode", "cutmix_alpha": "--relabel-cutmix",
+                 "partner_target": "--relabel-cutmix-target", "localized": "localized"}
+        for key, was in state.get("settings", {}).items():
+            now = self._settings().get(key)
+            if was != now:
+                raise UsageError(f"the run was trained with {flags.get(key, key)} {was}, not {now}: resume it with "
+                                 "the same ReLabel settings")
+        set_generator_state(self.rng, state["rng"])
+
     def __call__(self, x: Tensor, packed: Tensor) -> tuple[Tensor, Tensor]:
         boxes, flips, scores, indices = unpack(packed, self.topk, self.map_size)
         if not self.localized:  # the whole image, in any frame: a full box is its own mirror image

@@ -6,6 +6,8 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `reproduce` command."""
+    from cuekit.cli import output_file
+    from cuekit.report.experiments import AREA_MODULES
     p = sub.add_parser(
         "reproduce", help="reproduce each paper's claim on built-in data and write an HTML report",
         description="Run the experiment of every implemented area (or only the AREAs named) on built-in data, "
@@ -13,9 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "was measured, the verdict (held / did not hold / inconclusive, from >= 3 seeds), a table and plots. "
         "--quick (default) is a smoke-scale run at 32 px meant to take about 15 minutes on 2 CPU cores; "
         "--full runs the same experiments larger (64 px). An area that fails is recorded as failed, the "
-        "others still run, and the exit code is 1. --report-only rebuilds the page from existing results.")
+        "others still run, and the exit code is 1. Each finished run of an area is appended to "
+        "OUT/<area>/partial.jsonl as it comes, kept when the area fails or is interrupted. --report-only rebuilds "
+        "the page from existing results.")
     p.add_argument("areas", nargs="*", metavar="AREA",
-                   help="areas to run (default: every implemented one), e.g. adamp pit wsol")
+                   help=f"areas to run (default: every implemented one): {', '.join(AREA_MODULES)}")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="quick", action="store_true", default=True,
                       help="smoke-scale run: 32 px, few steps (default)")
@@ -29,9 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: rebuild OUT/index.html from the results already in OUT")
-    p.add_argument("--markdown", default=None, metavar="FILE",
+    p.add_argument("--markdown", default=None, metavar="FILE", type=output_file,
                    help="also write the claims of every area in OUT as Markdown tables to FILE (for docs/results.md)")
-    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress display: one line per finished run instead")
     p.set_defaults(func=_reproduce)
 
 

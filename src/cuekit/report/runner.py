@@ -2,7 +2,9 @@
 
 Each area runs in turn; its result (or its failure, with the traceback) is written to
 OUT/<area>/results.json at once, atomically, so a later failure or interruption never loses it.
-The page (OUT/index.html) is then rebuilt from the files on disk by `cuekit.report.html`.
+While an area runs, each of its finished (seed, method) runs is appended to OUT/<area>/partial.jsonl
+(by `cuekit.parallel.run_jobs`); the file is removed when the area completes and kept when it fails
+or is interrupted. The page (OUT/index.html) is then rebuilt from the files on disk by `cuekit.report.html`.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ QUICK_SCALE = "smoke-scale run (quick, 32 px)"
 FULL_SCALE = "full"
 QUICK_BUDGET_S = 15 * 60
 RUN_FILE = "reproduce.json"  # run-level facts (mode, seeds, total time) for the page
+PARTIAL_FILE = "partial.jsonl"  # one JSON line per finished run of an area, kept when the area does not complete
 REQUIRED_KEYS = ("area", "title", "claim", "measured", "verdict", "table", "plots", "seeds", "details", "claims",
                  "regime")
 
@@ -186,22 +189,39 @@ def _config_dict(config: ExperimentConfig) -> dict:
 
 
 def run_area(area: str, module: str, config: ExperimentConfig, scale: str) -> dict:
-    """Run one area's experiment and write OUT/<area>/results.json; a failure is recorded, not raised."""
+    """Run one area's experiment and write OUT/<area>/results.json; a failure is recorded, not raised.
+
+    Finished runs are appended to OUT/<area>/partial.jsonl as they come (one line each is printed when
+    config.progress is off); the file is removed when the area completes, kept when it fails or is interrupted.
+    """
+    import sys
+
     from cuekit.io import environment, write_results
+    from cuekit.parallel import recording_partial_results
 
     area_dir = Path(config.out_dir)
     area_dir.mkdir(parents=True, exist_ok=True)
+    partial_path = area_dir / PARTIAL_FILE
+    partial_path.unlink(missing_ok=True)  # an earlier run's partial results are not this run's
     t0 = time.perf_counter()
     warnings: list[str] = []
-    try:
-        run_experiment = getattr(importlib.import_module(module), "run_experiment", None)
-        if not callable(run_experiment):
-            raise AttributeError(f"{module} has no run_experiment(config) function")
-        result, warnings = check_result(run_experiment(config), area_dir)
-        record = {**result, "area": area, "status": "completed"}
-    except (Exception, SystemExit) as e:  # one area's failure must not stop the others
-        record = {"area": area, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                  "traceback": traceback.format_exc()}
+    with recording_partial_results(partial_path, area, lines=not config.progress) as partial:
+        try:
+            run_experiment = getattr(importlib.import_module(module), "run_experiment", None)
+            if not callable(run_experiment):
+                raise AttributeError(f"{module} has no run_experiment(config) function")
+            result, warnings = check_result(run_experiment(config), area_dir)
+            record = {**result, "area": area, "status": "completed"}
+        except (Exception, SystemExit) as e:  # one area's failure must not stop the others
+            record = {"area": area, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                      "traceback": traceback.format_exc()}
+        except KeyboardInterrupt:
+            if partial.finished:
+                print(f"{area} interrupted: its {partial.finished} finished run(s) are in {partial_path}",
+                      file=sys.stderr)
+            raise
+    if record["status"] != "completed" and partial.finished:
+        record.update(partial_results=PARTIAL_FILE, finished_runs=partial.finished)
     elapsed = time.perf_counter() - t0
     record.update(module=module, config=_config_dict(config), environment=environment(),
                   time_s=elapsed, scale=scale, finished_at=_now(), warnings=warnings)
@@ -222,6 +242,8 @@ def run_area(area: str, module: str, config: ExperimentConfig, scale: str) -> di
         write_results(area_dir, record)
     if record["status"] != "completed":
         (area_dir / "results.txt").unlink(missing_ok=True)  # a table from an earlier run would mislead
+    else:
+        partial_path.unlink(missing_ok=True)  # the results hold everything now
     return record
 
 

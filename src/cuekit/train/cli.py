@@ -22,12 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=d.model, help="registered model name (see `cuekit models list`)")
     p.add_argument("--data", default=d.data,
-                   help="dataset spec: dsprites (built in), folder:PATH, cifar10:PATH, cifar100:PATH")
+                   help="dataset spec (`cuekit data list`): built in dsprites, multi-shapes, shapes-loc, moving-shapes "
+                   "(video); local folder:PATH (images resized to 224 px unless --img-size), video-folder:PATH "
+                   "(16-frame clips at 112 px unless --frames / --img-size), cifar10:PATH, cifar100:PATH "
+                   "(default: %(default)s)")
     p.add_argument("--task", default=None, help="label to learn, for datasets with several (dsprites: "
                    "color, shape, scale, orientation, posx, posy; default shape)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: the optimizer's own: sgd, sgdp 0.1; adam, adamw, adamp 1e-3)")
     p.add_argument("--opt", default=d.opt, help="optimizer: sgd, adam, adamw, adamp, sgdp")
     p.add_argument("--weight-decay", "--wd", type=float, default=d.weight_decay,
                    help="weight decay (never applied to 1-D tensors or position embeddings / class tokens)")
@@ -61,18 +65,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "Without it both heads learn the labels")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="runs/train", help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, exactly (random states included); "
+                   "only --epochs, --accum-steps, --amp, --device, --workers and --no-progress may differ from the "
+                   "run's (docs/training.md)")
     p.add_argument("--train-size", type=int, default=None,
                    help="seeded training subset (dsprites default 20000; real data: all)")
     p.add_argument("--val-size", type=int, default=None)
     p.add_argument("--val-split", type=float, default=d.val_split,
                    help="fraction held out for validation when the data has no val split")
-    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the dataset's)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="input resolution (default: the dataset's own; 224 px for folder: data)")
     p.add_argument("--frames", type=int, default=None,
                    help="video data: frames per clip (default: the dataset's)")
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--check-data", action="store_true",
+                   help="before training, open every file of the data once (in parallel) and stop with the list of "
+                   "unreadable ones (`cuekit data check` runs the same check alone)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="check the files first (as --check-data) and train without the unreadable ones, with their "
+                   "count at the end")
     p.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset",
@@ -82,11 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--ckpt", required=True, help="model.safetensors written by `cuekit train`")
     e.add_argument("--data", default=None, help="dataset spec (default: the checkpoint's)")
     e.add_argument("--task", default=None, help="default: the checkpoint's")
-    e.add_argument("--val-size", type=int, default=None)
+    e.add_argument("--val-size", type=int, default=None, help="validation images (default: the training run's)")
     e.add_argument("--seed", type=int, default=None, help="data seed (default: the training run's)")
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--workers", type=int, default=0)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    e.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     e.add_argument("--out", default=None, help="folder for results.json (default: print only)")
     e.set_defaults(func=_eval)
 
@@ -117,10 +131,21 @@ def _train(args: argparse.Namespace) -> int:
         data, batch_transform = relabel_training(cfg, args.relabel, mode=args.relabel_mode,
                                                  cutmix_alpha=args.relabel_cutmix,
                                                  partner_target=args.relabel_cutmix_target)
+    skipped: list[tuple[str, str]] = []
+    if args.check_data or args.skip_bad_images:
+        from cuekit.data.check import check_before_training
+        from cuekit.data.registry import create_dataset
+
+        if data is None:  # the data the engine would build, built here so that its files are checked first
+            data = create_dataset(cfg.data, task=cfg.task, img_size=cfg.img_size, train_size=cfg.train_size,
+                                  val_size=cfg.val_size, seed=cfg.seed, val_split=cfg.val_split, frames=cfg.frames)
+        data, skipped = check_before_training(data, skip_bad=args.skip_bad_images, progress=not args.no_progress)
     res = train(cfg, data=data, batch_transform=batch_transform)
     if res.history:
         cols = ["epoch", "train_loss", "val_loss", "val_acc"]
         print(format_table(cols, [[h[c] for c in cols] for h in res.history]))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s) of {data.name} (listed before training)")
     print(f"run written to {res.out_dir}")
     return 0
 
@@ -135,13 +160,14 @@ def _load(ckpt: str, device: str):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from cuekit.data.registry import create_dataset
+    from cuekit.data.registry import check_model_fits_data, create_dataset
     from cuekit.io import format_table, write_results
     from cuekit.train.engine import evaluate
 
     model, meta, dev = _load(args.ckpt, args.device)
     cfg = meta.get("config", {})
     spec = args.data or meta.get("data")
+    check_model_fits_data(meta.get("model"), spec)  # before any data is built
     data = create_dataset(spec, task=args.task or meta.get("task"), img_size=meta.get("img_size"),
                           train_size=cfg.get("train_size"), val_size=args.val_size or cfg.get("val_size"),
                           seed=cfg.get("seed", 0) if args.seed is None else args.seed,

@@ -2,8 +2,62 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Any
 
 from cuekit.errors import UsageError
+
+# `--resume` and changed flags. A resumed run continues the saved one: the flags below only change how it
+# runs, not what it trains, and may differ from the saved run's (a note is printed for each). Every other
+# flag (model, data, task, sizes, seed, optimizer and its settings, schedule, regularizers, ...) must
+# match, or the resumed run would be a different run under the same name: those changes are refused.
+RESUME_SAFE_CHANGES: dict[str, str] = {
+    "epochs": "the learning-rate schedule is recomputed for the new number of epochs from the next epoch on",
+    "accum_steps": "the same global batch in other micro-batches (BatchNorm sees smaller batches)",
+    "amp": "mixed precision changes the rounding of the epochs still to run",
+    "device": "the epochs still to run are computed on the new device",
+    "workers": "data loading only",
+    "eval_batch_size": "evaluation only",
+    "progress": "display only",
+}
+# Not compared: `resume` itself, `out` (the run directory), `teacher` (its file is checked by its SHA-256).
+RESUME_UNCHECKED: tuple[str, ...] = ("resume", "out", "teacher")
+
+
+def _flag(field: str) -> str:
+    if field == "progress":
+        return "progress display"  # set by --no-progress
+    if field in ("opt_kwargs", "model_kwargs"):
+        return f"TrainConfig.{field}"
+    return "--" + field.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value)
+
+
+def resume_changes(saved: dict, current: dict, run_dir: Any = None) -> dict[str, tuple[Any, Any]]:
+    """Compare a run's saved config with the config it is resumed with: -> the safe changes {field: (was, now)}.
+
+    Raises UsageError naming every refused change with both values. Fields the saved config lacks
+    (written by an older version) are not compared.
+    """
+    current = json.loads(json.dumps(current, default=str))  # tuples -> lists, as in the saved JSON
+    changed = {k: (saved[k], v) for k, v in current.items()
+               if k in saved and k not in RESUME_UNCHECKED and saved[k] != v}
+    refused = {k: wn for k, wn in changed.items() if k not in RESUME_SAFE_CHANGES}
+    if refused:
+        where = f" {run_dir}" if run_dir is not None else ""
+        listed = "; ".join(f"{_flag(k)} {_show(now)} (the run's: {_show(was)})" for k, (was, now) in refused.items())
+        raise UsageError(f"cannot resume{where} with changed settings: {listed}. A resumed run keeps its model, data "
+                         "and hyper-parameters; give the run's values, or start a new run with another --out")
+    return changed
+
+
+def describe_resume_change(field: str, was: Any, now: Any) -> str:
+    """One line for a safe change: the flag, both values and what it changes."""
+    show = (lambda v: "on" if v else "off") if field == "progress" else _show
+    return f"{_flag(field)} {show(now)} (the run's: {show(was)}): {RESUME_SAFE_CHANGES[field]}"
 
 
 @dataclasses.dataclass
@@ -15,7 +69,7 @@ class TrainConfig:
     task: str | None = None
     epochs: int = 2
     batch_size: int = 128            # global batch (over all processes and accumulation steps)
-    lr: float = 0.1
+    lr: float | None = None          # None: the optimizer's default (cuekit.optim.factory.default_lr)
     opt: str = "sgd"
     weight_decay: float = 5e-4
     momentum: float = 0.9
@@ -50,7 +104,7 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.accum_steps >= 1, f"--accum-steps must be >= 1, got {self.accum_steps}"),
             (self.batch_size % self.accum_steps == 0,
              f"--batch-size {self.batch_size} is not divisible by --accum-steps {self.accum_steps}"),

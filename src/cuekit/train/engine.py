@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,13 +25,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from cuekit.augment.targets import soft_target_cross_entropy
-from cuekit.data.registry import DataBundle, create_dataset
+from cuekit.data.registry import DataBundle, check_training_data, create_dataset
 from cuekit.errors import CheckpointError, TrainingDiverged, UnknownChoiceError, UsageError
 from cuekit.io import atomic_write_json, atomic_write_text
 from cuekit.models.registry import create_model, list_models
-from cuekit.optim.factory import create_optimizer, list_optimizers
+from cuekit.optim.factory import create_optimizer, default_lr, list_optimizers
 from cuekit.train import checkpoint as ckpt
-from cuekit.train.config import TrainConfig
+from cuekit.train.config import TrainConfig, describe_resume_change, resume_changes
 from cuekit.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from cuekit.train.ema import ModelEMA
 from cuekit.train.schedule import lr_factor
@@ -182,7 +183,7 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 
 class _Run:
-    """Files of one run directory: checkpoints, metrics.jsonl, results.json."""
+    """Files of one run directory: checkpoints, metrics.jsonl, results.json, config.json."""
 
     def __init__(self, out: str | None, info: DistInfo):
         self.dir = Path(out) if out else None
@@ -196,6 +197,16 @@ class _Run:
         if self.write:
             atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
+    def write_config(self, config: dict, resumed_with_changes: bool) -> None:
+        """config.json; a resume with changed flags first keeps the run's original one as config.original.json."""
+        if not self.write:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path, original = self.dir / "config.json", self.dir / "config.original.json"
+        if resumed_with_changes and path.exists() and not original.exists():
+            atomic_write_text(original, path.read_text())
+        atomic_write_json(path, config)
+
 
 def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | None = None,
           batch_transform: BatchTransform | None = None, loss_fn: LossFn | None = None,
@@ -205,13 +216,16 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
     batch_transform(x, y) -> (x, soft_y) runs on the device before the forward pass (Mixup, ...);
     loss_fn(logits, target) replaces the soft-target cross-entropy; step_callback(step, model,
     optimizer, loss) runs after every optimizer step. Raises TrainingDiverged on a NaN/inf loss
-    after keeping the last good checkpoint.
+    after keeping the last good checkpoint. cfg.lr None means the optimizer's default learning rate.
+    A batch transform with `state_dict()` / `load_state_dict()` has its random state saved in every
+    checkpoint and restored on resume, so a resumed run equals an uninterrupted one.
     """
     cfg.validate()
     if model is None and cfg.model not in list_models():
         raise UnknownChoiceError("model", cfg.model, list_models())
     if cfg.opt not in list_optimizers():
         raise UnknownChoiceError("optimizer", cfg.opt, list_optimizers())
+    lr_source = "--lr" if cfg.lr is not None else f"the default for {cfg.opt}; --lr to change"
     info = init_distributed(cfg.device)
     device = info.device
     run = _Run(cfg.out, info)
@@ -219,11 +233,31 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         raise UsageError(f"{run.dir} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and (run.dir is None or not run.state_path.exists()):
         raise CheckpointError(f"--resume: no checkpoint at {run.state_path if run.dir else '(no --out given)'}")
+    resume_record: dict | None = None
+    if cfg.resume:
+        # Before anything is built: a changed model or optimizer would otherwise fail deep inside loading.
+        saved_meta, saved_state = ckpt.read_train_state_header(run.state_path)
+        saved_lr = saved_meta.get("config", {}).get("lr")
+        if cfg.lr is None and saved_lr is not None:  # not given: the run's own, whatever the default was then
+            cfg, lr_source = dataclasses.replace(cfg, lr=saved_lr), "the run's"
+        changes = resume_changes(saved_meta.get("config", {}), dataclasses.asdict(cfg), run.dir)
+        completed = int(saved_state["epoch"]) + 1
+        if cfg.epochs < completed:
+            raise UsageError(f"--epochs {cfg.epochs}: the run in {run.dir} has already completed {completed} epochs")
+        resume_record = {"after_epoch": completed, "changed": {k: list(v) for k, v in changes.items()}}
+        if info.is_main:
+            for field, (was, now) in changes.items():
+                print(f"note: resuming {run.dir} with {describe_resume_change(field, was, now)}", file=sys.stderr)
+    if cfg.lr is None:
+        cfg = dataclasses.replace(cfg, lr=default_lr(cfg.opt))
+    if cfg.progress and info.is_main:
+        print(f"optimizer {cfg.opt}, peak learning rate {cfg.lr:g} ({lr_source})", file=sys.stderr)
 
     seed_everything(cfg.seed)
     if data is None:
         data = create_dataset(cfg.data, task=cfg.task, img_size=cfg.img_size, train_size=cfg.train_size,
                               val_size=cfg.val_size, seed=cfg.seed, val_split=cfg.val_split, frames=cfg.frames)
+    check_training_data(data, cfg.model if model is None else getattr(model, "cuekit_name", None))
     if model is None:
         model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                              img_size=cfg.img_size or data.img_size, **cfg.model_kwargs)
@@ -268,14 +302,17 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
     if teacher_record is not None:
         meta["teacher"] = teacher_record
     history: list[dict] = []
+    resumes: list[dict] = []  # one record per --resume: after which epoch, which flags changed
     start_epoch = 0
     if cfg.resume:
-        done_epoch, saved_meta, extra = ckpt.load_train_state(run.state_path, model=model, optimizer=optimizer, ema=ema)
+        done_epoch, saved_meta, extra = ckpt.load_train_state(run.state_path, model=model, optimizer=optimizer, ema=ema,
+                                                              batch_transform=batch_transform, scaler=scaler)
         saved_teacher = (saved_meta.get("teacher") or {}).get("sha256")
         if saved_teacher != (teacher_record or {}).get("sha256"):
             was = f"with the teacher {saved_meta['teacher']['path']}" if saved_teacher else "without a teacher"
             raise UsageError(f"{run.dir} was trained {was}: resume it with the same --teacher")
         history = extra.get("history", [])
+        resumes = [*extra.get("resumes", []), resume_record]
         start_epoch = done_epoch + 1
         run.write_history(history)
 
@@ -284,9 +321,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    if run.write:
-        run.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.dir / "config.json", dataclasses.asdict(cfg))
+    run.write_config(dataclasses.asdict(cfg), resumed_with_changes=bool(resume_record and resume_record["changed"]))
 
     from tqdm.auto import tqdm
 
@@ -370,7 +405,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         history.append(record)
         if run.write:
             ckpt.save_train_state(run.state_path, model=model, optimizer=optimizer, ema=ema, epoch=epoch,
-                                  metadata={**meta, "epoch": epoch + 1}, extra={"history": history})
+                                  metadata={**meta, "epoch": epoch + 1}, extra={"history": history, "resumes": resumes},
+                                  batch_transform=batch_transform, scaler=scaler)
             run.write_history(history)
         if cfg.progress and info.is_main:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train_loss {train_loss:.4f}  "
@@ -387,7 +423,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         atomic_write_json(run.dir / "results.json", {
             "status": "completed", "final": final, "history": history, "config": dataclasses.asdict(cfg),
             "num_classes": data.num_classes, "train_samples": n_train, "val_samples": len(data.val),
-            "world_size": info.world_size, "time_s": time.perf_counter() - t_run,
+            "world_size": info.world_size, "time_s": time.perf_counter() - t_run, "resumes": resumes,
             "environment": environment()})
     barrier(info)
     return TrainResult(model=model, history=history, final=final, out_dir=run.dir,

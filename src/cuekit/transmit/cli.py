@@ -60,7 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="request part s+1 only after stage s's inference (default: download continues meanwhile)")
     ft.add_argument("--max-parts", type=int, default=None, help="stop after this many parts")
     ft.add_argument("--timeout", type=float, default=30.0, help="seconds without data before a retry")
-    ft.add_argument("--retries", type=int, default=6, help="retries without progress before giving up")
+    ft.add_argument("--retries", type=int, default=8,
+                    help="retries in a row that bring no new bytes before giving up; the waits between them "
+                         "double from 0.25 s to at most 4 s (about 20 s in all, longer than a server restart)")
+    ft.add_argument("--total-retries", type=int, default=50,
+                    help="retries over the whole transfer (all parts), even when each brings new bytes")
     ft.add_argument("--device", default="cpu")
     ft.add_argument("--out", default=None, help="write results.json and results.txt here")
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -127,13 +131,15 @@ def _fetch(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
+    if args.retries < 0 or args.total_retries < 0 or not args.timeout > 0:
+        raise UsageError("--retries and --total-retries must be 0 or more and --timeout positive")
     from torchvision import transforms  # noqa: F401
 
     import cuekit.models  # noqa: F401  (imported before the clock starts: stage times count no import)
     import cuekit.train  # noqa: F401
     rows, records = [], []
     with iter_stages(args.url, overlap=not args.no_overlap, max_parts=args.max_parts, timeout_s=args.timeout,
-                     retries=args.retries, device=args.device) as it:
+                     retries=args.retries, max_total_retries=args.total_retries, device=args.device) as it:
         bar = None
         images, eval_set, names = None, None, None
         for stage in it:

@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import json
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ from torch import Tensor, nn
 from cuekit.errors import CheckpointError, DataError, UsageError
 from cuekit.transmit.package import MANIFEST_NAME, IntegrityError, Manifest, ProgressiveDecoder, model_from_manifest
 
-__all__ = ["ProgressiveClient", "Stage", "StageIterator", "image_tensor", "iter_stages", "package_base_url"]
+__all__ = ["ProgressiveClient", "Stage", "StageIterator", "image_tensor", "iter_stages", "package_base_url",
+           "retry_delays"]
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
@@ -61,21 +63,53 @@ def package_base_url(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+DEFAULT_RETRIES = 8              # retries in a row without progress before giving up
+DEFAULT_RETRY_DELAY_S = 0.25     # the first back-off; it doubles after each retry without progress ...
+DEFAULT_MAX_RETRY_DELAY_S = 4.0  # ... up to this: 0.25 + 0.5 + 1 + 2 + 4 x 4 = 19.75 s, longer than a server restart
+DEFAULT_MAX_TOTAL_RETRIES = 50   # retries over the whole transfer (manifest and every part), progress or not
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+
+
+def retry_delays(retries: int = DEFAULT_RETRIES, first_delay_s: float = DEFAULT_RETRY_DELAY_S,
+                 max_delay_s: float = DEFAULT_MAX_RETRY_DELAY_S) -> list[float]:
+    """Seconds waited before retry 1, 2, ..., `retries` in a row without progress (doubling, capped)."""
+    return [min(first_delay_s * 2 ** k, max_delay_s) for k in range(max(0, retries))]
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(": ")
+
+
 class _Retry(Exception):
     """A transient failure: try again (resuming)."""
 
 
 class ProgressiveClient:
-    """Async client for one package URL; use as `async with ProgressiveClient(url) as c:`."""
+    """Async client for one package URL; use as `async with ProgressiveClient(url) as c:`.
 
-    def __init__(self, url: str, *, timeout_s: float = 30.0, retries: int = 6, retry_delay_s: float = 0.1,
-                 chunk_size: int = 64 * 1024, device: str | torch.device = "cpu", session: Any = None):
+    A download that fails is retried, resuming where it broke; the waits follow `retry_delays(retries,
+    retry_delay_s, max_retry_delay_s)` and start again from the first after a retry that brought new bytes.
+    The client gives up after `retries` retries in a row without new bytes, or after `max_total_retries`
+    retries over the whole transfer. A server whose sizes (Content-Length, Content-Range) disagree with the
+    manifest is an error at once, never retried.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 30.0, retries: int = DEFAULT_RETRIES,
+                 retry_delay_s: float = DEFAULT_RETRY_DELAY_S, max_retry_delay_s: float = DEFAULT_MAX_RETRY_DELAY_S,
+                 max_total_retries: int = DEFAULT_MAX_TOTAL_RETRIES, chunk_size: int = 64 * 1024,
+                 device: str | torch.device = "cpu", session: Any = None):
         self.base_url = package_base_url(url)
-        self.timeout_s, self.retries, self.retry_delay_s = float(timeout_s), int(retries), float(retry_delay_s)
+        if retries < 0 or max_total_retries < 0 or not retry_delay_s >= 0 or not max_retry_delay_s >= 0:
+            raise UsageError("retries and retry delays must be 0 or more")
+        self.timeout_s, self.retries, self.max_total_retries = float(timeout_s), int(retries), int(max_total_retries)
+        self.retry_delays = retry_delays(self.retries, float(retry_delay_s), float(max_retry_delay_s))
         self.chunk_size, self.device = int(chunk_size), torch.device(device)
         self._session, self._own_session = session, session is None
         self.manifest: Manifest | None = None
         self.bytes_received = 0
+        self.retries_used = 0                    # over the whole transfer
         self.part_received: dict[int, int] = {}  # bytes received per part, re-downloads included
         self.timeline: list[dict] = []      # {"event", "part", "time" (perf_counter), ...}
         self.t_start: float | None = None
@@ -112,14 +146,54 @@ class ProgressiveClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _size_mismatch(self, url: str, part: int | None, server_bytes: int, expected: int) -> IntegrityError:
+        what = f"part {part} ({url.rsplit('/', 1)[-1]})" if part is not None else url.rsplit("/", 1)[-1]
+        return IntegrityError(f"{what} of {self.base_url} is {server_bytes} bytes on the server but "
+                              f"{expected} in the manifest: the server's files do not match its manifest "
+                              "(pack the package again, or copy all of it); nothing was loaded from it")
+
+    def _check_sizes(self, r: Any, url: str, part: int | None, have: int, expected: int | None, limit: int) -> bool:
+        """Check a response's sizes against the manifest before reading it; True to keep the bytes held.
+
+        Raises IntegrityError (a DataError) when the server states a size that disagrees with the manifest,
+        DataError for an oversized manifest, and _Retry for a transient refusal.
+        """
+        if r.status == 200:
+            length = None if r.headers.get("Content-Encoding", "identity") != "identity" else r.content_length
+            if length is not None:
+                if expected is not None and length != expected:
+                    raise self._size_mismatch(url, part, length, expected)
+                if expected is None and length > limit:
+                    raise DataError(f"{url} is larger than {limit} bytes")
+            return False
+        if r.status == 206:
+            m = _CONTENT_RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
+            total = int(m.group(3)) if m and m.group(3) != "*" else None
+            if total is not None and expected is not None and total != expected:
+                raise self._size_mismatch(url, part, total, expected)
+            if total is not None and expected is None and total > limit:
+                raise DataError(f"{url} is larger than {limit} bytes")
+            if m is None or int(m.group(1)) != have:
+                raise _Retry(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
+            return True
+        if r.status in (400, 401, 403, 404, 405, 410):
+            raise DataError(f"GET {url}: HTTP {r.status} {r.reason}")
+        if r.status == 416:  # the bytes we hold reach the end of the file the server has
+            m = _UNSATISFIED_RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
+            if m is not None and expected is not None and int(m.group(1)) != expected:
+                raise self._size_mismatch(url, part, int(m.group(1)), expected)
+            raise _Retry(f"HTTP 416 {r.reason} for bytes {have}-", "restart")
+        raise _Retry(f"HTTP {r.status} {r.reason}")
+
     async def _get(self, url: str, expected: int | None, part: int | None, limit: int) -> bytes:
-        """GET url into memory, resuming with Range after a broken connection."""
+        """GET url into memory, resuming with Range after a broken connection (see the class docstring)."""
         import aiohttp
 
         session = await self._ensure_session()
         buf = bytearray()
         etag: str | None = None
-        failures = 0
+        failures = 0     # retries in a row without new bytes
+        most_held = 0    # the most bytes of this file held at once: re-downloading bytes already seen is no progress
         first_byte = False
         self._event("request", part)
         while True:
@@ -128,21 +202,10 @@ class ProgressiveClient:
                 headers["Range"] = f"bytes={len(buf)}-"
                 if etag:
                     headers["If-Range"] = etag
-            had = len(buf)
             try:
                 async with session.get(url, headers=headers) as r:
-                    if r.status == 206:
-                        if not r.headers.get("Content-Range", "").startswith(f"bytes {len(buf)}-"):
-                            buf.clear()
-                            raise _Retry(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
-                    elif r.status == 200:
+                    if not self._check_sizes(r, url, part, len(buf), expected, limit):
                         buf.clear()
-                    elif r.status in (400, 401, 403, 404, 405, 410):
-                        raise DataError(f"GET {url}: HTTP {r.status} {r.reason}")
-                    else:
-                        if r.status == 416:
-                            buf.clear()
-                        raise _Retry(f"HTTP {r.status} {r.reason}")
                     etag = r.headers.get("ETag") or etag
                     async for chunk in r.content.iter_chunked(self.chunk_size):
                         if not first_byte:
@@ -157,16 +220,29 @@ class ProgressiveClient:
                                 raise IntegrityError(f"{url} is longer than the {expected} bytes the manifest says; "
                                                      "nothing was loaded from it")
                             raise DataError(f"{url} is larger than {limit} bytes")
+                    framed = "chunked" in r.headers.get("Transfer-Encoding", "").lower()
                 if expected is None or len(buf) == expected:
                     return bytes(buf)
+                if framed:  # a chunked body that ended cleanly is the whole file the server has
+                    raise self._size_mismatch(url, part, len(buf), expected)
                 raise _Retry(f"connection ended after {len(buf)} of {expected} bytes")
             except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, _Retry) as e:
-                failures = 0 if len(buf) > had else failures + 1
+                if isinstance(e, _Retry) and e.args[1:] == ("restart",):
+                    buf.clear()
+                failures = 0 if len(buf) > most_held else failures + 1
+                most_held = max(most_held, len(buf))
+                self.retries_used += 1
                 if failures > self.retries:
-                    raise DataError(f"download of {url} failed after {self.retries + 1} attempts without progress: "
-                                    f"{type(e).__name__}: {e}") from None
-                self._event("retry", part, have=len(buf), error=f"{type(e).__name__}: {e}")
-                await asyncio.sleep(min(self.retry_delay_s * 2 ** max(0, failures - 1), 2.0))
+                    raise DataError(f"download of {url} failed: {failures} attempts in a row brought no new bytes "
+                                    f"(waited {sum(self.retry_delays):.1f} s in all); last error: {_one_line(e)}") \
+                        from None
+                if self.retries_used > self.max_total_retries:
+                    raise DataError(f"download of {self.base_url} gave up after {self.max_total_retries} retries over "
+                                    f"the whole transfer (the connection keeps breaking); last error at {url}: "
+                                    f"{_one_line(e)}") from None
+                self._event("retry", part, have=len(buf), error=_one_line(e))
+                if self.retry_delays:
+                    await asyncio.sleep(self.retry_delays[max(failures, 1) - 1])
 
     # -- public API -----------------------------------------------------------------------------
     async def fetch_manifest(self) -> Manifest:
