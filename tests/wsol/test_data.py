@@ -127,3 +127,101 @@ def test_wsol_metadata_data_trains_and_evaluates(tmp_path):
     assert res["count"] == 2 and set(res["metrics"]["ivr"]) >= {"maxboxacc_v2", "maxboxacc"}
     with pytest.raises(UsageError):
         build_wsol_data(f"wsol:{tmp_path / 'images'}", None)
+
+
+# ---------------------------------------------------------------- masks: OpenCV's nearest-neighbour rule
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_resize_nearest_equals_opencv_inter_nearest(dtype):
+    cv2 = pytest.importorskip("cv2")
+    from cuekit.wsol.data import resize_nearest
+
+    rng = np.random.default_rng(0)
+    sizes = [(1, 1), (3, 5), (7, 13), (224, 224), (337, 513), (512, 512), (600, 401), (97, 1001), (225, 223)]
+    targets = [(1, 1), (5, 3), (224, 224), (223, 225), (513, 337), (31, 7)]
+    for h, w in sizes:
+        img = (rng.random((h, w)) * 255).astype(dtype)
+        for tw, th in targets:
+            expect = cv2.resize(img, (tw, th), interpolation=cv2.INTER_NEAREST)
+            np.testing.assert_array_equal(resize_nearest(img, (tw, th)), expect, err_msg=f"{(h, w)} -> {(th, tw)}")
+
+
+def _reference_get_mask(cv2, root, mask_paths, ignore_path, size):
+    """The wsolevaluation get_mask, step for step (cv2.imread grayscale, INTER_NEAREST, > 0.5)."""
+    def load(rel):
+        m = np.float32(cv2.imread(str(root / rel), cv2.IMREAD_GRAYSCALE))
+        return cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) > 0.5
+
+    fg = np.stack([load(p) for p in mask_paths]).any(0)
+    ignore = load(ignore_path) & ~fg
+    return fg.astype(np.uint8) + 255 * ignore.astype(np.uint8)
+
+
+def _blob_masks(rng, root, h, w, k):
+    """k instance masks and an ignore mask of odd size (h, w) with ragged edges, as PNGs."""
+    yy, xx = np.mgrid[:h, :w]
+    names = []
+    for i in range(k + 1):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.1, 0.4) * min(h, w)
+        m = (np.hypot(yy - cy, xx - cx) + 3 * rng.standard_normal((h, w)) < r).astype(np.uint8) * 255
+        names.append(f"m{h}x{w}_{i}.png")
+        Image.fromarray(m).save(root / names[-1])
+    return names[:-1], names[-1]
+
+
+def test_masks_of_odd_sizes_equal_the_reference_get_mask(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(1)
+    for h, w in ((337, 513), (512, 512), (101, 257), (480, 641)):
+        instances, ignore = _blob_masks(rng, tmp_path, h, w, 2)
+        for size in ((224, 224), (56, 40)):
+            ours = load_mask(tmp_path, instances, ignore, size)
+            np.testing.assert_array_equal(ours, _reference_get_mask(cv2, tmp_path, instances, ignore, size))
+
+
+def test_pxap_from_a_metadata_folder_equals_the_reference_pipeline(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    from wsol_reference import reference_pxap
+
+    from cuekit.wsol.cams import evaluate_score_map_folder
+
+    rng = np.random.default_rng(2)
+    meta, maps_dir, masks_dir = tmp_path / "meta", tmp_path / "maps", tmp_path / "masks"
+    for d in (meta, maps_dir, masks_dir):
+        d.mkdir()
+    ids, lines, maps, ref_masks = [], [], [], []
+    for i, (h, w) in enumerate(((337, 513), (512, 512), (255, 383))):
+        instances, ignore = _blob_masks(rng, masks_dir, h, w, 2)
+        image_id = f"img{i}.jpg"
+        ids.append(image_id)
+        lines += [f"{image_id},{instances[0]},{ignore}", f"{image_id},{instances[1]},"]
+        gt = _reference_get_mask(cv2, masks_dir, instances, ignore, (224, 224))
+        score = np.clip(0.6 * (gt == 1) + 0.5 * rng.random((224, 224)), 0, 1)  # informative but noisy
+        np.save(maps_dir / f"{image_id}.npy", score)
+        maps.append(score)
+        ref_masks.append(gt)
+    (meta / "image_ids.txt").write_text("\n".join(ids) + "\n")
+    (meta / "class_labels.txt").write_text("".join(f"{i},0\n" for i in ids))
+    (meta / "localization.txt").write_text("\n".join(lines) + "\n")
+    res = evaluate_score_map_folder(maps_dir, meta, mask_root=masks_dir)
+    assert res["pxap"] == reference_pxap(np.stack(maps), np.stack(ref_masks))
+
+
+def test_an_out_of_range_score_map_is_named(tmp_path, capsys):
+    from cuekit.cli import main
+    from cuekit.wsol.cams import evaluate_score_map_folder
+
+    meta_dir = _write_split(tmp_path)
+    maps = tmp_path / "maps"
+    (maps / "a").mkdir(parents=True)
+    np.save(maps / "a/1.png.npy", np.full((10, 10), 0.5))
+    np.save(maps / "a/2.png.npy", np.full((10, 10), 0.5))
+    assert evaluate_score_map_folder(maps, meta_dir)["count"] == 2
+    for bad in (np.full((10, 10), 1.5), np.full((10, 10), np.nan), np.full((10, 10), -0.1)):
+        np.save(maps / "a/2.png.npy", bad)
+        with pytest.raises(DataError, match=r"a/2\.png\.npy"):
+            evaluate_score_map_folder(maps, meta_dir)
+    assert main(["wsol", "eval", "--scoremaps", str(maps), "--metadata", str(meta_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a/2.png.npy" in err and len(err.splitlines()) == 1

@@ -369,3 +369,30 @@ def test_random_small_maps_property():
         np.testing.assert_array_equal(ours["largest"][0], reference_box_ious(m, gt, taus, False))
 
     check()
+
+
+def test_plain_python_kernels_without_numba_equal_the_compiled_ones(tmp_path):
+    # NUMBA_DISABLE_JIT runs the kernels as plain Python, as when numba is not installed; uint8 arithmetic
+    # then follows numpy's rules (255 + 1 wraps), which the kernels must not rely on
+    import json
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(11)
+    maps = np.stack([_multi_blob(rng, 9), _cam_like(rng, 1, size=9)[0], (rng.random((9, 9)) < 0.5) * 1.0])
+    gts = _random_boxes(rng, 3, 9)
+    np.save(tmp_path / "maps.npy", maps)
+    np.save(tmp_path / "gts.npy", np.stack([g[:1] for g in gts]))
+    code = ("import json, sys, numpy as np; from cuekit.wsol import box_ious, pxap; "
+            f"m = np.load({str(tmp_path / 'maps.npy')!r}); g = np.load({str(tmp_path / 'gts.npy')!r}); "
+            "r = box_ious(m, list(g), cam_curve_interval=0.01, largest_contour=True, num_threads=1); "
+            "print(json.dumps({k: v.tolist() for k, v in r.items()} | {'pxap': pxap(m, (m > 0.5).astype(np.uint8))}))")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    plain = json.loads(out.stdout.strip().splitlines()[-1])
+    compiled = box_ious(maps, [g[:1] for g in gts], cam_curve_interval=0.01, largest_contour=True)
+    for key in ("multi", "largest"):
+        np.testing.assert_array_equal(np.asarray(plain[key]), compiled[key])
+    assert plain["pxap"] == pxap(maps, (maps > 0.5).astype(np.uint8))

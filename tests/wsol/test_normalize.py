@@ -116,3 +116,57 @@ def test_upsampling_matches_cv2_inter_cubic(low, size):
     # integer scale factors agree to rounding; otherwise cv2's single-precision weights show (~1e-6)
     atol = 1e-9 if size % low == 0 else 1e-5
     np.testing.assert_allclose(ours, ref, rtol=0, atol=atol)
+
+
+# ---------------------------------------------------------------- numpy in, numpy out
+
+
+def test_every_map_function_takes_numpy_and_returns_numpy():
+    from cuekit.wsol import ivr_norm, max_norm, minmax_norm, pas_norm
+
+    rng = np.random.default_rng(3)
+    cams = rng.normal(size=(3, 9, 11))
+    t = torch.from_numpy(cams)
+    for method in NORMALIZATIONS:
+        out = normalize_cams(cams, method)
+        assert isinstance(out, np.ndarray) and out.dtype == np.float64
+        np.testing.assert_array_equal(out, normalize_cams(t, method).numpy())
+        np.testing.assert_array_equal(normalize_cams(cams[1], method), out[1])  # one (H, W) map
+    for fn in (minmax_norm, max_norm, pas_norm, ivr_norm):
+        out = fn(cams)
+        assert isinstance(out, np.ndarray)
+        np.testing.assert_array_equal(out, fn(t).numpy())
+        np.testing.assert_array_equal(fn(cams[0]), out[0])
+    up = upsample_cams(cams, (22, 33))
+    assert isinstance(up, np.ndarray) and up.shape == (3, 22, 33)
+    np.testing.assert_array_equal(up, upsample_cams(t, (22, 33)).numpy())
+    np.testing.assert_array_equal(upsample_cams(cams[2], 22), upsample_cams(t, 22)[2].numpy())
+    ints = normalize_cams(np.arange(16).reshape(4, 4), "minmax")  # integers become float32
+    assert ints.dtype == np.float32 and ints.max() == 1.0
+    readonly = cams.copy()
+    readonly.flags.writeable = False
+    np.testing.assert_array_equal(normalize_cams(readonly, "ivr"), normalize_cams(cams, "ivr"))
+
+
+def test_cam_helpers_take_numpy():
+    from cuekit.models import create_model
+    from cuekit.wsol import cams_from_features, compute_cams, compute_score_maps
+
+    rng = np.random.default_rng(4)
+    feats, weight, classes = rng.normal(size=(2, 5, 3, 4)), rng.normal(size=(7, 5)), np.array([6, 1])
+    out = cams_from_features(feats, weight, classes)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 3, 4)
+    expect = cams_from_features(torch.from_numpy(feats), torch.from_numpy(weight), torch.from_numpy(classes))
+    np.testing.assert_array_equal(out, expect.numpy())
+    torch.manual_seed(0)
+    model = create_model("cam_small", num_classes=3, width=4).eval()
+    images = rng.random((2, 3, 16, 16)).astype(np.float32)
+    logits, cams = compute_cams(model, images, np.array([0, 2]))
+    ref_logits, ref_cams = compute_cams(model, torch.from_numpy(images), torch.tensor([0, 2]))
+    assert isinstance(logits, np.ndarray) and isinstance(cams, np.ndarray)
+    np.testing.assert_array_equal(cams, ref_cams.numpy())
+    np.testing.assert_array_equal(logits, ref_logits.numpy())
+    _, maps = compute_score_maps(model, images.astype(np.float64), np.array([0, 2]), norm="ivr")
+    _, ref_maps = compute_score_maps(model, torch.from_numpy(images), torch.tensor([0, 2]), norm="ivr")
+    assert isinstance(maps, np.ndarray) and maps.shape == (2, 16, 16)
+    np.testing.assert_array_equal(maps, ref_maps.numpy())

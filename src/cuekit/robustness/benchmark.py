@@ -26,11 +26,18 @@ from cuekit.robustness.adversarial import DEFAULT_EPSILONS, fgsm_accuracy
 from cuekit.robustness.calibration import (
     ReliabilityBins,
     brier_score,
-    negative_log_likelihood,
+    nll_from_logits,
     reliability_bins,
 )
-from cuekit.robustness.corruptions import COMMON_CORRUPTIONS, SEVERITIES, corrupt, occlude, resolve_preset
-from cuekit.robustness.ood import max_softmax_score, ood_images, ood_metrics
+from cuekit.robustness.corruptions import (
+    COMMON_CORRUPTIONS,
+    CORRUPTIONS,
+    SEVERITIES,
+    corrupt,
+    occlude,
+    resolve_preset,
+)
+from cuekit.robustness.ood import check_ood_specs, max_softmax_score, ood_images, ood_metrics
 
 __all__ = ["BenchConfig", "RobustnessSuite", "SmallConvNet", "SuiteSettings", "corruption_errors", "make_model",
            "occlude_with_fill", "parse_regularizer_list", "run_benchmark", "summary_row", "SUMMARY_COLUMNS"]
@@ -131,6 +138,18 @@ def _logits(model: nn.Module, images: Tensor, normalise: Callable[[Tensor], Tens
     return torch.cat(out)
 
 
+def _check_settings(settings: SuiteSettings) -> None:
+    """Corruption names and severities known (UsageError / UnknownChoiceError otherwise)."""
+    from cuekit.errors import UnknownChoiceError, UsageError
+
+    for name in settings.corruptions:
+        if name not in CORRUPTIONS:
+            raise UnknownChoiceError("corruption", name, CORRUPTIONS)
+    bad = [s for s in settings.severities if s not in SEVERITIES]
+    if bad:
+        raise UsageError(f"corruption severities must be in {list(SEVERITIES)}, got {bad}")
+
+
 class RobustnessSuite:
     """Evaluation sets for one labelled image set; `evaluate(model)` measures a model on all of them.
 
@@ -145,6 +164,9 @@ class RobustnessSuite:
         """occlusion_fill: per-channel pixel values for the occluded region, e.g. the training set's mean
         (default: the per-channel mean of `images`)."""
         self.settings = settings or SuiteSettings()
+        # every input is checked before the (slow) corrupted and OOD sets are built
+        _check_settings(self.settings)
+        check_ood_specs([spec for spec in self.settings.ood if spec not in (ood_sets or {})])
         self.images, self.labels = images.float().clamp(0, 1), labels.long()
         self.mean, self.std, self.device = list(mean), list(std), torch.device(device)
         n, c, h, w = images.shape
@@ -181,7 +203,7 @@ class RobustnessSuite:
         bins = reliability_bins(probs, self.labels, st.n_bins)
         acc = float((logits.argmax(1) == self.labels).float().mean())
         clean = {"acc": acc, "confidence": float(probs.max(1).values.mean()),
-                 "nll": negative_log_likelihood(probs, self.labels), "ece": bins.ece, "mce": bins.mce,
+                 "nll": nll_from_logits(logits, self.labels), "ece": bins.ece, "mce": bins.mce,
                  "brier": brier_score(probs, self.labels), "reliability": dataclasses.asdict(bins)}
         per_corruption: dict[str, list[float]] = {}
         eces = []

@@ -1,9 +1,18 @@
 """Calibration of a classifier's probabilities: ECE (and MCE), NLL, Brier score, reliability diagrams.
 
-Everything takes probabilities (N, K) (rows sum to 1) and int labels (N,). ECE follows Guo et
-al. (2017): confidence = the top probability, equal-width bins over [0, 1] (15 by default), bin b
-holds confidences in (b/B, (b+1)/B] (the first bin also holds 0), and ECE = sum_b n_b/N *
-|accuracy_b - confidence_b|.
+ECE, MCE and Brier take probabilities (N, K) (rows sum to 1) and int labels (N,); NLL is computed
+from logits (N, K) (`nll_from_logits`, a log-softmax: a saturated wrong prediction costs its full
+logit margin); `negative_log_likelihood` is the same for probabilities, clamped at eps.
+
+ECE follows Guo et al. (2017) and their code: confidence = the top probability, B equal-width bins
+with edges = torch.linspace(0, 1, B + 1) in float64, bin b holds confidences c with
+edges[b] < c <= edges[b + 1] (right-closed; the first bin also holds 0), and ECE = sum_b n_b/N *
+|accuracy_b - confidence_b|; MCE = max over non-empty bins of |accuracy_b - confidence_b|.
+A confidence of exactly 1.0 (a saturated float32 softmax) is in the top bin, with 0.99.
+torchmetrics differs at the edges only: it puts exactly 1.0 in an extra bin of its own (B + 1
+bins), and its bins are left-closed and compared in float32 against float32 edges (which can sit a
+float32 step off b/B), so a confidence on an edge or within a float32 step or two of it can land in
+the neighbouring bin there. Confidences inside a bin, e.g. a hair above an edge, agree.
 """
 from __future__ import annotations
 
@@ -11,13 +20,14 @@ import dataclasses
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from cuekit.errors import UsageError
 from cuekit.io import save_figure
 
-__all__ = ["ReliabilityBins", "brier_score", "expected_calibration_error", "negative_log_likelihood",
-           "plot_reliability", "reliability_bins"]
+__all__ = ["ReliabilityBins", "bin_edges", "brier_score", "expected_calibration_error", "negative_log_likelihood",
+           "nll_from_logits", "plot_reliability", "reliability_bins"]
 
 
 @dataclasses.dataclass
@@ -45,26 +55,35 @@ class ReliabilityBins:
 
 
 def _check(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    probs, labels = torch.as_tensor(probs), torch.as_tensor(labels)
     if probs.dim() != 2 or labels.dim() != 1 or probs.shape[0] != labels.shape[0]:
-        raise UsageError(f"need probs (N, K) and labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
+        raise UsageError(f"need (N, K) probabilities or logits and labels (N,), got {tuple(probs.shape)} and "
+                         f"{tuple(labels.shape)}")
     if probs.shape[0] == 0:
         raise UsageError("no samples")
     return probs.double(), labels.long()
 
 
-def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> ReliabilityBins:
-    """Bin the top-1 confidence: probs (N, K), labels (N,) -> ReliabilityBins."""
+def bin_edges(n_bins: int) -> Tensor:
+    """The n_bins + 1 float64 edges of the equal-width confidence bins: torch.linspace(0, 1, n_bins + 1)."""
     if n_bins < 1:
         raise UsageError(f"n_bins must be >= 1, got {n_bins}")
+    return torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+
+
+def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> ReliabilityBins:
+    """Bin the top-1 confidence: probs (N, K), labels (N,) -> ReliabilityBins (bins right-closed, see the module)."""
+    edges = bin_edges(n_bins)
     probs, labels = _check(probs, labels)
     conf, pred = probs.max(1)
     correct = (pred == labels).double()
-    idx = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
+    # bucketize(right=False) gives i with edges[i - 1] < c <= edges[i]: bin i - 1; 0 joins the first bin
+    idx = (torch.bucketize(conf.cpu(), edges) - 1).clamp(0, n_bins - 1)
     count = torch.zeros(n_bins, dtype=torch.float64).scatter_add_(0, idx.cpu(), torch.ones_like(conf).cpu())
     acc = torch.zeros(n_bins, dtype=torch.float64).scatter_add_(0, idx.cpu(), correct.cpu())
     cs = torch.zeros(n_bins, dtype=torch.float64).scatter_add_(0, idx.cpu(), conf.cpu())
     safe = count.clamp_min(1)
-    return ReliabilityBins(edges=torch.linspace(0, 1, n_bins + 1, dtype=torch.float64).tolist(),
+    return ReliabilityBins(edges=edges.tolist(),
                            accuracy=(acc / safe).tolist(), confidence=(cs / safe).tolist(),
                            count=[int(c) for c in count.tolist()])
 
@@ -74,8 +93,15 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
     return reliability_bins(probs, labels, n_bins).ece
 
 
+def nll_from_logits(logits: Tensor, labels: Tensor) -> float:
+    """Mean -log softmax(logits)[true class] in nats, in float64: logits (N, K), labels (N,)."""
+    logits, labels = _check(logits, labels)
+    return float(F.cross_entropy(logits, labels.to(logits.device)))
+
+
 def negative_log_likelihood(probs: Tensor, labels: Tensor, eps: float = 1e-12) -> float:
-    """Mean -log p(true class): probs (N, K), labels (N,) (probabilities clamped at eps)."""
+    """Mean -log p(true class): probs (N, K), labels (N,), probabilities clamped at eps, so one sample
+    costs at most -log(eps) (27.6 nats): use `nll_from_logits` where the logits are at hand."""
     probs, labels = _check(probs, labels)
     return float(-probs.gather(1, labels[:, None]).clamp_min(eps).log().mean())
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+MCE_NEEDS_BASELINE = "n/a (needs --baseline-ckpt)"
+
 
 def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
@@ -125,6 +127,9 @@ def _settings(args: argparse.Namespace):
         raise UsageError("--occlusion sizes must be in [0, 1]")
     if args.bins < 1:
         raise UsageError("--bins must be >= 1")
+    from cuekit.robustness.ood import check_ood_specs
+
+    check_ood_specs(_csv(args.ood))  # a missing OOD folder fails here, before any model or data work
     return SuiteSettings(corruptions=corr, severities=sev, preset=args.preset, n_bins=args.bins,
                          ood=_csv(args.ood), epsilons=eps or [0.0], occlusion=occl,
                          batch_size=args.eval_batch_size, seed=args.eval_seed)
@@ -166,7 +171,7 @@ def _load(ckpt: str, device):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from cuekit.data.registry import create_dataset
+    from cuekit.data.registry import check_model_fits_data, create_dataset
     from cuekit.errors import DataError
     from cuekit.robustness.benchmark import (
         SUMMARY_COLUMNS,
@@ -181,8 +186,19 @@ def _eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     settings = _settings(args)
     model, meta = _load(args.ckpt, device)
+    if meta.get("frames"):
+        from cuekit.errors import UsageError
+
+        raise UsageError(f"{args.ckpt} holds the video model {meta.get('model')}: robustness eval measures image "
+                         "classifiers")
+    base = None
+    if args.baseline_ckpt:  # checked before any evaluation starts
+        base, base_meta = _load(args.baseline_ckpt, device)
+        if base_meta["num_classes"] != meta["num_classes"]:
+            raise DataError("the baseline checkpoint predicts a different number of classes")
     cfg = meta.get("config", {})
     spec = args.data or meta.get("data")
+    check_model_fits_data(meta.get("model"), spec)  # before any data is built
     data = create_dataset(spec, task=args.task or meta.get("task"), img_size=meta.get("img_size"),
                           train_size=cfg.get("train_size"), val_size=args.val_size or cfg.get("val_size"),
                           seed=cfg.get("seed", 0), val_split=cfg.get("val_split", 0.1))
@@ -194,13 +210,14 @@ def _eval(args: argparse.Namespace) -> int:
     suite = RobustnessSuite(images, labels, data.mean, data.std, settings, device=device,
                             progress=not args.no_progress)
     results = {"model": suite.evaluate(model)}
-    if args.baseline_ckpt:
-        base, base_meta = _load(args.baseline_ckpt, device)
-        if base_meta["num_classes"] != meta["num_classes"]:
-            raise DataError("the baseline checkpoint predicts a different number of classes")
+    if base is not None:
         results["baseline"] = suite.evaluate(base)
     mce = corruption_errors(results, "baseline") if "baseline" in results else {}
     rows = [summary_row(k, v, mce.get(k)) for k, v in results.items()]
+    if not mce:  # mCE is relative to a baseline model: say so rather than print nan
+        column = SUMMARY_COLUMNS.index("mCE")
+        for row in rows:
+            row[column] = MCE_NEEDS_BASELINE
     out = {"ckpt": str(args.ckpt), "baseline_ckpt": args.baseline_ckpt, "data": spec, "models": results,
            "mce": mce, "settings": {k: list(v) if isinstance(v, tuple) else v
                                     for k, v in vars(settings).items()}}

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from cuekit.errors import DataError, UsageError
 
-__all__ = ["BUILTIN_OOD", "average_precision", "max_softmax_score", "ood_images", "ood_metrics", "roc_curve"]
+__all__ = ["BUILTIN_OOD", "average_precision", "check_ood_specs", "max_softmax_score", "ood_images", "ood_metrics",
+           "roc_curve"]
 
 BUILTIN_OOD = ("gaussian", "uniform", "blobs")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -103,14 +104,42 @@ def _fit(images: Tensor, img_size: int, in_chans: int) -> Tensor:
     raise DataError(f"cannot turn {c}-channel images into {in_chans} channels")
 
 
+def _image_files(path: Path) -> list[Path]:
+    """Every image file under an OOD folder, sorted; DataError if the folder is missing or has none."""
+    if not path.is_dir():
+        raise DataError(f"OOD folder {path} does not exist")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}")
+    return files
+
+
+def check_ood_specs(specs: list[str] | tuple[str, ...]) -> None:
+    """Check OOD set specs before any work starts: a built-in name, an image dataset spec whose path (if
+    any) exists, or folder:PATH with images under it. Raises UsageError / UnknownChoiceError / DataError."""
+    from cuekit.data.registry import is_video_dataset, list_datasets
+
+    for spec in specs:
+        if spec in BUILTIN_OOD:
+            continue
+        name, sep, rest = spec.partition(":")
+        if name == "folder" and sep:
+            _image_files(Path(rest).expanduser())
+            continue
+        if name not in list_datasets():
+            from cuekit.errors import UnknownChoiceError
+
+            raise UnknownChoiceError("OOD set", spec, [*BUILTIN_OOD, "folder:PATH", *list_datasets()])
+        if is_video_dataset(spec):
+            raise UsageError(f"OOD set {spec!r} is video data; the OOD sets are images")
+        if sep and rest and not Path(rest).expanduser().exists():
+            raise DataError(f"OOD set {spec!r}: {rest} does not exist")
+
+
 def _folder_images(path: Path, n: int, img_size: int, in_chans: int) -> Tensor:
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_dir():
-        raise DataError(f"OOD folder {path} does not exist")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:n]
-    if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}")
+    files = _image_files(path)[:n]
     out = []
     for f in files:
         try:

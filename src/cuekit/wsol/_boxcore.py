@@ -2,7 +2,7 @@
 
 The reference protocol (wsolevaluation) thresholds a uint8 score map at up to 1,000 values
 and asks OpenCV's `findContours(RETR_TREE)` for every contour at each one. The same boxes
-follow from connected components, computed here once per map while the threshold falls:
+follow from connected components, computed here once per map while the threshold moves:
 
 * `img > t` for every t in 0..255 (a uint8 map has at most 256 distinct binary images);
 * outer contours = 8-connected foreground components; box (x0, y0, x1 + 1, y1 + 1);
@@ -15,10 +15,13 @@ follow from connected components, computed here once per map while the threshold
   holes filled, and ties go to the component found last in raster order, as OpenCV lists them.
 
 Foreground components only merge as the threshold falls: one union-find pass over the pixels in
-falling value order. A pixel is in a hole at t exactly when img <= t < level, where level is the
-lowest t at which it is background connected to the frame (one flood from the border); among
-such pixels holes only merge as t rises: one more union-find pass, usually over few pixels.
-All passes work on the image padded by one pixel, so neighbours need no bounds checks.
+falling value order. Background components only merge as it rises: one union-find pass in rising
+order in which the padding ring is a single component from the start, so a hole is a component
+that has not (yet) joined the ring. A pixel joins one component per group of mutually adjacent
+neighbours (a 256-entry table of the 8-neighbourhood), so most pixels cost one root look-up.
+The filled foreground of v1 is {level > t}, where level is the lowest t at which a pixel is
+background connected to the frame (one flood from the border). All passes work on the image
+padded by one pixel, so neighbours need no bounds checks.
 """
 from __future__ import annotations
 
@@ -103,55 +106,129 @@ def _pad(flat, h, w):
     return out
 
 
+def _neighbour_groups() -> tuple[np.ndarray, np.ndarray]:
+    """For each 8-bit mask of present 8-neighbours (bit j: offset j of NW, N, NE, W, E, SW, S, SE),
+    one representative per group of mutually 8-adjacent present neighbours (at most 4): such a
+    group lies in one foreground component already, so a new pixel needs one union per group."""
+    pos = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+    reps = np.zeros((256, 4), np.int64)
+    count = np.zeros(256, np.int64)
+    for mask in range(256):
+        present = [j for j in range(8) if mask >> j & 1]
+        seen: set[int] = set()
+        for j in present:
+            if j in seen:
+                continue
+            reps[mask, count[mask]] = j
+            count[mask] += 1
+            stack = [j]
+            seen.add(j)
+            while stack:
+                a = stack.pop()
+                for b in present:
+                    if b not in seen and max(abs(pos[a][0] - pos[b][0]), abs(pos[a][1] - pos[b][1])) == 1:
+                        seen.add(b)
+                        stack.append(b)
+    return reps, count
+
+
+_GROUP_REPS, _GROUP_COUNT = _neighbour_groups()
+
+
 @_njit
 def _padded_order(keys_pad, h, w, nlevels):
-    """Interior pixels of a padded key image sorted by key (stable: raster order within a key),
-    as padded indices, and the start of each key's run."""
+    """Interior pixels of a padded key image sorted by key (stable: raster order within a key):
+    padded indices (h*w,), their padded (x, y) (h*w, 2) int16, and the start of each key's run."""
     w2 = w + 2
     start = np.zeros(nlevels + 1, np.int64)
     for y in range(1, h + 1):
         for x in range(1, w + 1):
-            start[keys_pad[y * w2 + x] + 1] += 1
+            start[int(keys_pad[y * w2 + x]) + 1] += 1
     for v in range(nlevels):
         start[v + 1] += start[v]
     pos = start[:nlevels].copy()
     order = np.empty(h * w, np.int32)
+    xy = np.empty((h * w, 2), np.int16)
     for y in range(1, h + 1):
         for x in range(1, w + 1):
             p = y * w2 + x
             v = keys_pad[p]
-            order[pos[v]] = p
-            pos[v] += 1
-    return order, start
+            k = pos[v]
+            order[k] = p
+            xy[k, 0] = x
+            xy[k, 1] = y
+            pos[v] = k + 1
+    return order, xy, start
 
 
 @_njit
-def _coordinate_boxes(h, w):
-    """(n2, 4) int16 boxes (x, y, x, y) of every padded pixel: a component's box starts as its pixel's."""
+def _falling_masks(keys_pad, h, w):
+    """(n2,) uint8: for each interior pixel p of a padded key image, bit j set where 8-neighbour j
+    (NW, N, NE, W, E, SW, S, SE) is already added when pixels are added by falling key, raster
+    order within a key: a larger key, or an equal key earlier in raster order. The padding ring
+    holds 0 and is never added; the masks of pixels with key 0 are not used."""
     w2 = w + 2
-    box = np.empty(((h + 2) * w2, 4), np.int16)
-    for y in range(h + 2):
-        for x in range(w2):
-            p = y * w2 + x
-            box[p, 0] = x
-            box[p, 1] = y
-            box[p, 2] = x
-            box[p, 3] = y
-    return box
+    out = np.zeros((h + 2) * w2, np.uint8)
+    for y in range(1, h + 1):
+        above = keys_pad[(y - 1) * w2:y * w2]
+        row = keys_pad[y * w2:(y + 1) * w2]
+        below = keys_pad[(y + 1) * w2:(y + 2) * w2]
+        dst = out[y * w2:(y + 1) * w2]
+        for x in range(1, w + 1):
+            v = row[x]
+            dst[x] = (np.uint8(above[x - 1] >= v) | (np.uint8(above[x] >= v) << np.uint8(1))
+                      | (np.uint8(above[x + 1] >= v) << np.uint8(2)) | (np.uint8(row[x - 1] >= v) << np.uint8(3))
+                      | (np.uint8(row[x + 1] > v) << np.uint8(4)) | (np.uint8(below[x - 1] > v) << np.uint8(5))
+                      | (np.uint8(below[x] > v) << np.uint8(6)) | (np.uint8(below[x + 1] > v) << np.uint8(7)))
+    return out
 
 
 @_njit
-def _foreground_pass(order, start, h, w, gt, need, out):
+def _join_groups(parent, size, box, p, m, offsets):
+    """Root of the component that p joins: the union of its neighbour groups (mask m, not 0)."""
+    r = _root(parent, parent[p + offsets[_GROUP_REPS[m, 0]]])
+    for k in range(1, _GROUP_COUNT[m]):
+        r2 = _root(parent, parent[p + offsets[_GROUP_REPS[m, k]]])
+        if r2 != r:
+            r, _ = _union_boxes(parent, size, box, r, r2)
+    return r
+
+
+@_njit
+def _start_component(parent, size, box, p, x, y):
+    """Make p (at padded x, y) a component of its own."""
+    parent[p] = p
+    size[p] = 1
+    box[p, 0] = x
+    box[p, 1] = y
+    box[p, 2] = x
+    box[p, 3] = y
+
+
+@_njit
+def _add_to_component(parent, size, box, r, p, x, y):
+    """Attach p (at padded x, y) to the component of root r."""
+    parent[p] = r
+    size[r] += 1
+    box[r, 0] = min(box[r, 0], x)
+    box[r, 1] = min(box[r, 1], y)
+    box[r, 2] = max(box[r, 2], x)
+    box[r, 3] = max(box[r, 3], y)
+
+
+@_njit
+def _foreground_pass(order, xy, start, masks, h, w, gt, need, out):
     """out[t] = best IoU over the boxes of the 8-connected components of (img > t), t = 255..0;
-    -1 where there is no foreground (the caller substitutes the reference's empty box)."""
+    -1 where there is no foreground (the caller substitutes the reference's empty box).
+    masks: `_falling_masks` of the padded image."""
     w2 = w + 2
     n2 = (h + 2) * w2
     offsets = np.array([-w2 - 1, -w2, -w2 + 1, -1, 1, w2 - 1, w2, w2 + 1], np.int64)
     parent = np.full(n2, -1, np.int32)  # -1: not foreground (the padding ring never is)
     size = np.empty(n2, np.int32)
-    box = _coordinate_boxes(h, w)  # x0, y0, x1, y1 in padded coordinates, valid at roots
+    box = np.empty((n2, 4), np.int16)  # x0, y0, x1, y1 in padded coordinates, valid at roots
     dirty = np.zeros(n2, np.bool_)
-    cache = np.zeros(n2, np.float64)
+    cache = np.empty(n2, np.float64)  # written when a root is dirty, before it is read
     live = np.empty(h * w, np.int32)
     n_live = 0
     changed = False
@@ -160,26 +237,18 @@ def _foreground_pass(order, start, h, w, gt, need, out):
         v = t + 1
         if v <= 255:
             for idx in range(start[v], start[v + 1]):
-                p = order[idx]
-                parent[p] = p
-                size[p] = 1
-                dirty[p] = True
-                live[n_live] = p
-                n_live += 1
+                p = np.int64(order[idx])
+                m = masks[p]
                 changed = True
-                rp = p
-                for j in range(8):
-                    q = p + offsets[j]
-                    rq = parent[q]
-                    if rq < 0 or rq == rp:
-                        continue
-                    rq = _root(parent, rq)
-                    if rq == rp:
-                        continue
-                    ra, rb = _union_boxes(parent, size, box, rp, rq)
-                    dirty[ra] = True
-                    rp = ra
-                parent[p] = rp
+                if m == 0:
+                    _start_component(parent, size, box, p, xy[idx, 0], xy[idx, 1])
+                    dirty[p] = True
+                    live[n_live] = p
+                    n_live += 1
+                else:
+                    r = _join_groups(parent, size, box, p, m, offsets)
+                    _add_to_component(parent, size, box, r, p, xy[idx, 0], xy[idx, 1])
+                    dirty[r] = True
         if not need[t]:
             continue
         if changed:
@@ -264,66 +333,75 @@ def _frame_flood_levels(img_pad, h, w):
     return level
 
 
+
 @_njit
-def _hole_pass(order, start, level, h, w, gt, need, out):
+def _hole_pass(order, xy, start, h, w, gt, need, out):
     """out[t] = best IoU over the hole-contour boxes of (img > t), t = 0..255; -1 without holes.
 
-    Holes are the 4-connected components of (img <= t) not connected to the frame: pixels with
-    img <= t < level (their flood level). Only pixels with img < level can ever be in one.
+    Holes are the 4-connected components of (img <= t) not connected to the frame. The padding
+    ring is one component (root 0, a ring pixel) from the start; a component that joins it is
+    never a hole again, so only the others are tracked.
     """
     w2 = w + 2
     n2 = (h + 2) * w2
-    parent = np.full(n2, -1, np.int32)
+    parent = np.full(n2, -1, np.int32)  # -1: not background yet
+    for x in range(w2):
+        parent[x] = 0
+        parent[n2 - 1 - x] = 0
+    for y in range(h + 2):
+        parent[y * w2] = 0
+        parent[y * w2 + w + 1] = 0
     size = np.empty(n2, np.int32)
-    box = _coordinate_boxes(h, w)  # x0, y0, x1, y1 in padded coordinates, valid at roots
-    lowest = np.empty(n2, np.int32)  # min flood level in the component: a hole while t < lowest
+    box = np.empty((n2, 4), np.int16)  # x0, y0, x1, y1 in padded coordinates, valid at roots
     dirty = np.zeros(n2, np.bool_)
-    cache = np.zeros(n2, np.float64)
+    cache = np.empty(n2, np.float64)  # written when a root is dirty, before it is read
     live = np.empty(h * w, np.int32)
     n_live = 0
-    best = -1.0
     for t in range(256):
         for idx in range(start[t], start[t + 1]):
-            p = order[idx]
-            lv = level[p]
-            if lv <= t:
-                continue  # connected to the frame as soon as it is background
-            parent[p] = p
-            size[p] = 1
-            lowest[p] = lv
-            dirty[p] = True
-            live[n_live] = p
-            n_live += 1
-            rp = p
+            p = np.int64(order[idx])
+            up = parent[p - w2]
+            left = parent[p - 1]
+            right = parent[p + 1]
+            down = parent[p + w2]
+            if max(up, left, right, down) == 0:
+                parent[p] = 0  # every neighbour present is the frame's own pixel: joins the frame
+                continue
+            r = -1
             for j in range(4):
-                if j == 0:
-                    q = p - w2
-                elif j == 1:
-                    q = p + w2
-                elif j == 2:
-                    q = p - 1
-                else:
-                    q = p + 1
-                rq = parent[q]
-                if rq < 0 or rq == rp:
+                rq = up if j == 0 else left if j == 1 else right if j == 2 else down
+                if rq < 0 or rq == r:
                     continue
                 rq = _root(parent, rq)
-                if rq == rp:
-                    continue
-                ra, rb = _union_boxes(parent, size, box, rp, rq)
-                lowest[ra] = min(lowest[ra], lowest[rb])
-                dirty[ra] = True
-                rp = ra
+                if r < 0:
+                    r = rq
+                elif rq != r:
+                    if r == 0:
+                        parent[rq] = 0
+                    elif rq == 0:
+                        parent[r] = 0
+                        r = 0
+                    else:
+                        r, _ = _union_boxes(parent, size, box, r, rq)
+                        dirty[r] = True
+            if r == 0:
+                parent[p] = 0
+            elif r < 0:
+                _start_component(parent, size, box, p, xy[idx, 0], xy[idx, 1])
+                dirty[p] = True
+                live[n_live] = p
+                n_live += 1
+            else:
+                _add_to_component(parent, size, box, r, p, xy[idx, 0], xy[idx, 1])
+                dirty[r] = True
         if not need[t] or n_live == 0:
-            if need[t]:
-                out[t] = -1.0
             continue
         best = -1.0
         k = 0
         for i in range(n_live):
             r = live[i]
-            if parent[r] != r or lowest[r] <= t:
-                continue  # merged away, or reached the frame (stays so as t grows)
+            if parent[r] != r:
+                continue  # merged into another hole or into the frame
             live[k] = r
             k += 1
             if dirty[r]:
@@ -344,14 +422,15 @@ def _largest_contour_pass(level, h, w, gt, need, out):
     Components of the frame-filled foreground {p: level > t} (top-level components with their
     holes filled); area in half units = sum over 2x2 windows of (count - 2 where count >= 3).
     """
-    order, start = _padded_order(level, h, w, 257)
+    order, xy, start = _padded_order(level, h, w, 257)
+    masks = _falling_masks(level, h, w)
     w2 = w + 2
     n2 = (h + 2) * w2
     offsets = np.array([-w2 - 1, -w2, -w2 + 1, -1, 1, w2 - 1, w2, w2 + 1], np.int64)
     corners = np.array([0, -1, -w2, -w2 - 1], np.int64)  # windows with p as a corner (by top-left)
     parent = np.full(n2, -1, np.int32)
     size = np.empty(n2, np.int32)
-    box = _coordinate_boxes(h, w)  # x0, y0, x1, y1 in padded coordinates, valid at roots
+    box = np.empty((n2, 4), np.int16)  # x0, y0, x1, y1 in padded coordinates, valid at roots
     first = np.empty(n2, np.int32)
     area2 = np.zeros(n2, np.int64)
     cells = np.zeros(n2, np.uint8)  # filled-foreground corners of the window with top-left p
@@ -362,33 +441,32 @@ def _largest_contour_pass(level, h, w, gt, need, out):
     for t in range(255, -1, -1):
         v = t + 1
         for idx in range(start[v], start[v + 1]):
-            p = order[idx]
-            parent[p] = p
-            size[p] = 1
-            first[p] = p
-            area2[p] = 0
-            live[n_live] = p
-            n_live += 1
+            p = np.int64(order[idx])
+            m = masks[p]
             changed = True
-            rp = p
-            for j in range(8):
-                q = p + offsets[j]
-                rq = parent[q]
-                if rq < 0 or rq == rp:
-                    continue
-                rq = _root(parent, rq)
-                if rq == rp:
-                    continue
-                ra, rb = _union_boxes(parent, size, box, rp, rq)
-                first[ra] = min(first[ra], first[rb])
-                area2[ra] += area2[rb]
-                rp = ra
-            parent[p] = rp
+            if m == 0:
+                _start_component(parent, size, box, p, xy[idx, 0], xy[idx, 1])
+                first[p] = p
+                area2[p] = 0
+                live[n_live] = p
+                n_live += 1
+                r = p
+            else:
+                r = _root(parent, parent[p + offsets[_GROUP_REPS[m, 0]]])
+                for k in range(1, _GROUP_COUNT[m]):
+                    r2 = _root(parent, parent[p + offsets[_GROUP_REPS[m, k]]])
+                    if r2 != r:
+                        ra, rb = _union_boxes(parent, size, box, r, r2)
+                        first[ra] = min(first[ra], first[rb])
+                        area2[ra] += area2[rb]
+                        r = ra
+                _add_to_component(parent, size, box, r, p, xy[idx, 0], xy[idx, 1])
+                first[r] = min(first[r], p)
             for j in range(4):
                 c = p + corners[j]
                 cells[c] += 1
                 if cells[c] >= 3:
-                    area2[rp] += 1
+                    area2[r] += 1
         if not need[t]:
             continue
         if changed:
@@ -426,17 +504,17 @@ def _one_map(flat, h, w, g, taus, multi_contour, largest_contour, out_multi, out
         need[thr[k]] = True
     empty = _best_iou(0.0, 0.0, 0.0, 0.0, g)
     img_pad = _pad(flat, h, w)
-    level = _frame_flood_levels(img_pad, h, w)
     if multi_contour:
-        order, start = _padded_order(img_pad, h, w, 256)
+        order, xy, start = _padded_order(img_pad, h, w, 256)
         lv_fg = np.full(256, -1.0)
         lv_hole = np.full(256, -1.0)
-        _foreground_pass(order, start, h, w, g, need, lv_fg)
-        _hole_pass(order, start, level, h, w, g, need, lv_hole)
+        _foreground_pass(order, xy, start, _falling_masks(img_pad, h, w), h, w, g, need, lv_fg)
+        _hole_pass(order, xy, start, h, w, g, need, lv_hole)
         for k in range(n_tau):
             a = lv_fg[thr[k]]
             out_multi[k] = empty if a < 0 else max(a, lv_hole[thr[k]])
     if largest_contour:
+        level = _frame_flood_levels(img_pad, h, w)
         lv_big = np.full(256, -1.0)
         _largest_contour_pass(level, h, w, g, need, lv_big)
         for k in range(n_tau):
@@ -583,26 +661,30 @@ def score_histograms(scores, masks, edges, inv_step, hist_true, hist_false):
     Returns False (counts incomplete) if a score is NaN or outside [0, 1].
     """
     nb = edges.shape[0] - 1
+    route = np.full(256, 2, np.int64)  # mask value -> row of counts: 0 background, 1 object, 2 ignored
+    route[0] = 0
+    route[1] = 1
+    counts = np.zeros((3, nb), np.int64)
     for i in range(scores.shape[0]):
         for j in range(scores.shape[1]):
             s = np.float64(scores[i, j])
             if not (s >= 0.0 and s <= 1.0):
                 return False
-            m = masks[i, j]
-            if m != 0 and m != 1:
-                continue
-            b = int(s * inv_step)
-            if b > nb - 1:
-                b = nb - 1
-            while b < nb - 1 and edges[b + 1] <= s:
+            b = min(int(s * inv_step), nb - 1)
+            if edges[b + 1] <= s:
                 b += 1
-            while b > 0 and edges[b] > s:
+                while b < nb - 1 and edges[b + 1] <= s:
+                    b += 1
+            elif edges[b] > s:
                 b -= 1
-            if m == 1:
-                hist_true[b] += 1
-            else:
-                hist_false[b] += 1
+                while b > 0 and edges[b] > s:
+                    b -= 1
+            counts[route[masks[i, j]], b] += 1
+    for b in range(nb):
+        hist_false[b] += counts[0, b]
+        hist_true[b] += counts[1, b]
     return True
+
 
 if HAVE_NUMBA:
 
@@ -622,11 +704,14 @@ def run_box_ious(imgs, gt, gt_start, taus, multi_contour, largest_contour, out_m
     """Dispatch to the serial or threaded kernel; num_threads None = as many as torch may use
     (torch.get_num_threads()), 1 = serial. Numba's OpenMP layer can share torch's thread pool, so
     torch's thread count is restored afterwards."""
+    if (num_threads is not None and num_threads <= 1) or imgs.shape[0] < 2 or not HAVE_NUMBA:
+        box_ious_batch(imgs, gt, gt_start, taus, multi_contour, largest_contour, out_multi, out_largest)
+        return
     import torch
 
     torch_threads = torch.get_num_threads()
     threads = torch_threads if num_threads is None else num_threads
-    if threads <= 1 or imgs.shape[0] < 2 or not HAVE_NUMBA:
+    if threads <= 1:
         box_ious_batch(imgs, gt, gt_start, taus, multi_contour, largest_contour, out_multi, out_largest)
         return
     try:

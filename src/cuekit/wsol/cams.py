@@ -12,32 +12,61 @@ from torch import Tensor, nn
 
 from cuekit.errors import DataError, UsageError
 from cuekit.wsol.metrics import DEFAULT_CAM_CURVE_INTERVAL, LocalizationEvaluator
-from cuekit.wsol.normalize import DEFAULT_IVR_PERCENTILE, NORMALIZATIONS, normalize_cams, upsample_cams
+from cuekit.wsol.normalize import (
+    DEFAULT_IVR_PERCENTILE,
+    NORMALIZATIONS,
+    ArrayLike,
+    as_float_tensor,
+    normalize_cams,
+    upsample_cams,
+)
 
 
-def cams_from_features(features: Tensor, fc_weight: Tensor, classes: Tensor) -> Tensor:
-    """CAMs (N, h, w): classifier weights of `classes` (N,) over features (N, C, h, w), channel mean."""
-    w = fc_weight[classes.long()].to(features.dtype)
-    return torch.einsum("nc,nchw->nhw", w, features) / features.shape[1]
+def cams_from_features(features: ArrayLike, fc_weight: ArrayLike, classes: ArrayLike) -> ArrayLike:
+    """CAMs (N, h, w): classifier weights (K, C) of `classes` (N,) over features (N, C, h, w), channel
+    mean. numpy or torch; the result is the kind of `features`."""
+    feats, back = as_float_tensor(features)
+    weight = torch.as_tensor(fc_weight)
+    cls = torch.as_tensor(classes, device=weight.device)
+    w = weight[cls.long()].to(device=feats.device, dtype=feats.dtype)
+    return back(torch.einsum("nc,nchw->nhw", w, feats) / feats.shape[1])
+
+
+def _model_inputs(model: nn.Module, images: ArrayLike, classes: ArrayLike | None):
+    """Images (N, 3, H, W) and classes (N,) as tensors on the model's device, and the function that
+    returns results in the kind of `images` (numpy in, numpy out)."""
+    x, back = as_float_tensor(images)
+    param = next(model.parameters(), None)
+    if param is not None:
+        # a numpy batch takes the model's dtype (numpy images are usually float64); tensors keep theirs
+        numpy_in = not isinstance(images, Tensor)
+        x = x.to(device=param.device, dtype=param.dtype if numpy_in and param.is_floating_point() else x.dtype)
+    if classes is not None:
+        classes = torch.as_tensor(classes, device=x.device)
+    return x, classes, back
 
 
 @torch.no_grad()
-def compute_cams(model: nn.Module, images: Tensor, classes: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Logits (N, K) and raw CAMs (N, h, w) of `classes` (default: predicted) from a CAM model."""
+def compute_cams(model: nn.Module, images: ArrayLike, classes: ArrayLike | None = None) -> tuple[Any, Any]:
+    """Logits (N, K) and raw CAMs (N, h, w) of `classes` (default: predicted) from a CAM model, for
+    images (N, 3, H, W), numpy or torch (numpy in, numpy out)."""
     if not hasattr(model, "forward_cam"):
         raise UsageError(f"{type(model).__name__} has no forward_cam: use a cam_* model (cuekit models list 'cam_*')")
-    return model.forward_cam(images, classes)
+    x, classes, back = _model_inputs(model, images, classes)
+    logits, cams = model.forward_cam(x, classes)
+    return back(logits), back(cams)
 
 
 @torch.no_grad()
-def compute_score_maps(model: nn.Module, images: Tensor, classes: Tensor | None = None, norm: str = "minmax",
+def compute_score_maps(model: nn.Module, images: ArrayLike, classes: ArrayLike | None = None, norm: str = "minmax",
                        size: int | tuple[int, int] | None = None,
-                       percentile: float = DEFAULT_IVR_PERCENTILE) -> tuple[Tensor, Tensor]:
-    """Logits and score maps (N, H, W) in [0, 1]: CAM -> bicubic to `size` (default: the image
-    size) -> normalization `norm`."""
-    logits, cams = compute_cams(model, images, classes)
-    size = size or tuple(images.shape[-2:])
-    return logits, normalize_cams(upsample_cams(cams.double(), size), norm, percentile)
+                       percentile: float = DEFAULT_IVR_PERCENTILE) -> tuple[Any, Any]:
+    """Logits (N, K) and score maps (N, H, W) in [0, 1] for images (N, 3, H, W), numpy or torch
+    (numpy in, numpy out): CAM -> bicubic to `size` (default: the image size) -> normalization `norm`."""
+    x, classes, back = _model_inputs(model, images, classes)
+    logits, cams = compute_cams(model, x, classes)
+    size = size or tuple(x.shape[-2:])
+    return back(logits), back(normalize_cams(upsample_cams(cams.double(), size), norm, percentile))
 
 
 def _image_id(dataset: Any, i: int) -> str:
@@ -136,9 +165,17 @@ def evaluate_score_map_folder(scoremap_root: str | Path, metadata_root: str | Pa
         path = root / (image_id + ".npy")
         if not path.is_file():
             raise DataError(f"score map not found: {path}")
-        m = np.load(path)
+        try:
+            m = np.load(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read score map {path}: {e}") from None
         if m.ndim != 2:
             raise DataError(f"{path}: a score map must be 2-D, got shape {m.shape}")
+        if m.dtype.kind != "f":
+            raise DataError(f"{path}: a score map must hold floats, got {m.dtype}")
+        if m.size and not (m.min() >= 0 and m.max() <= 1):  # NaN fails both comparisons
+            raise DataError(f"{path}: score map values must lie in [0, 1] without NaN, got min {m.min():.4g}, "
+                            f"max {m.max():.4g} (normalize it first, e.g. cuekit.wsol.normalize_cams)")
         h, w = m.shape
         groups.setdefault((h, w), []).append((m.astype(np.float64, copy=False),
                                               localization_for(meta, image_id, (w, h), mask_root)))

@@ -8,8 +8,8 @@ A split folder (e.g. metadata/CUB/test) holds:
                        <image_id>,<mask_path>,<ignore_path>  one line per instance mask
                        (OpenImages; the ignore path only on an image's first line).
 Boxes are rescaled to the evaluation size with the reference's `int(x * new / old)`; masks are
-resized with nearest neighbour, OR-ed over instances, and the ignore region (ignore box minus
-foreground) is coded 255.
+resized with OpenCV's nearest-neighbour rule (as the reference's cv2.resize INTER_NEAREST),
+OR-ed over instances, and the ignore region (ignore box minus foreground) is coded 255.
 """
 from __future__ import annotations
 
@@ -103,9 +103,29 @@ def resize_box(box, image_size: tuple[int, int], new_size: tuple[int, int]) -> t
     return int(x0 * nw / w), int(y0 * nh / h), int(x1 * nw / w), int(y1 * nh / h)
 
 
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source indices (n_out,) of OpenCV's INTER_NEAREST resize along one axis: floor(i / (n_out / n_in)),
+    at most n_in - 1 (Pillow's NEAREST samples pixel centres instead and picks other pixels)."""
+    if n_in < 1 or n_out < 1:
+        raise DataError(f"cannot resize {n_in} pixels to {n_out}")
+    inverse_scale = 1.0 / (n_out / n_in)  # OpenCV computes the inverse of the scale, in double precision
+    return np.minimum(np.floor(np.arange(n_out) * inverse_scale).astype(np.int64), n_in - 1)
+
+
+def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an image (h, w, ...) to size (w, h) exactly as cv2.resize(..., INTER_NEAREST) does."""
+    w, h = size
+    rows = nearest_indices(image.shape[0], h)
+    cols = nearest_indices(image.shape[1], w)
+    return image[rows[:, None], cols[None, :]]
+
+
 def load_mask(mask_root: str | Path, mask_paths: list[str], ignore_path: str | None,
               size: tuple[int, int]) -> np.ndarray:
-    """GT mask (h, w) uint8 at size (w, h): 1 = object (any instance), 255 = ignore, 0 = background."""
+    """GT mask (h, w) uint8 at size (w, h): 1 = object (any instance), 255 = ignore, 0 = background.
+
+    As the reference's get_mask: each file read as grayscale, resized with OpenCV's nearest-neighbour
+    rule, thresholded at 0.5."""
     from PIL import Image
 
     root = Path(mask_root)
@@ -113,10 +133,11 @@ def load_mask(mask_root: str | Path, mask_paths: list[str], ignore_path: str | N
     def read(rel: str) -> np.ndarray:
         path = root / rel
         try:
-            img = Image.open(path).convert("L").resize(size, Image.NEAREST)
+            with Image.open(path) as img:
+                gray = np.asarray(img.convert("L"))
         except OSError as e:
             raise DataError(f"cannot read mask {path}: {e}") from None
-        return np.asarray(img, np.float32) > 0.5
+        return resize_nearest(gray, size) > 0.5
 
     fg = np.zeros((size[1], size[0]), bool)
     for rel in mask_paths:

@@ -1,7 +1,8 @@
 """CAM normalizations compared in "Normalization Matters in WSOL" (Kim et al., ICCV'21).
 
-Each maps a batch of CAMs (N, H, W) (already upsampled to the evaluation size) to score maps in
-[0, 1], per map, on any device:
+Each maps a batch of CAMs (N, H, W) or one map (H, W) (already upsampled to the evaluation size)
+to score maps in [0, 1], per map, on any device. Every function takes a numpy array or a torch
+tensor and returns the same kind (numpy in, numpy out):
 
 * minmax: (F - min F) / (max F - min F)                    (the wsolevaluation default)
 * max:    max(F, 0) / max F                                 (negative activations clipped)
@@ -15,6 +16,9 @@ with P_90(F - min F) = 0 the limit is used: 1 where F > min F, else 0.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,10 +29,44 @@ NORMALIZATIONS = ("minmax", "max", "pas", "ivr")
 DEFAULT_IVR_PERCENTILE = 0.45
 PAS_PERCENTILE = 0.9
 
+ArrayLike = Any  # a numpy array or a torch tensor
+
+
+def as_float_tensor(x: ArrayLike) -> tuple[Tensor, Callable[[Tensor], ArrayLike]]:
+    """A floating-point tensor view of a numpy array or tensor (integers become float32), and a
+    function that turns a result back into the input's kind (numpy in, numpy out)."""
+    if isinstance(x, Tensor):
+        t = x
+        back = _identity
+    else:
+        arr = np.asarray(x)
+        if not arr.flags.writeable or not arr.flags.c_contiguous:
+            arr = np.array(arr)  # torch.from_numpy needs a writeable array
+        t = torch.from_numpy(arr)
+        back = _to_numpy
+    if not t.is_floating_point():
+        t = t.float()
+    return t, back
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
+def _to_numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _batched(cams: Tensor) -> tuple[Tensor, bool]:
+    """(N, H, W) from (N, H, W) or (H, W), and whether a single map was given."""
+    if cams.dim() == 2:
+        return cams[None], True
+    if cams.dim() != 3:
+        raise UsageError(f"CAMs must be (N, H, W) or (H, W), got shape {tuple(cams.shape)}")
+    return cams, False
+
 
 def _flat(cams: Tensor) -> Tensor:
-    if cams.dim() != 3:
-        raise UsageError(f"CAMs must be (N, H, W), got shape {tuple(cams.shape)}")
     return cams.reshape(cams.shape[0], -1)
 
 
@@ -52,7 +90,7 @@ def _finish(out: Tensor, invalid: Tensor, shape) -> Tensor:
     return out.reshape(shape)
 
 
-def minmax_norm(cams: Tensor) -> Tensor:
+def _minmax_norm(cams: Tensor) -> Tensor:
     """(F - min) / (max - min) per map: (N, H, W) -> (N, H, W) in [0, 1]."""
     flat = _flat(cams)
     invalid = _invalid(flat)
@@ -62,7 +100,7 @@ def minmax_norm(cams: Tensor) -> Tensor:
     return _finish(out, invalid, cams.shape)
 
 
-def max_norm(cams: Tensor) -> Tensor:
+def _max_norm(cams: Tensor) -> Tensor:
     """max(F, 0) / max F per map (zeros where max F <= 0)."""
     flat = _flat(cams)
     invalid = _invalid(flat)
@@ -72,7 +110,7 @@ def max_norm(cams: Tensor) -> Tensor:
     return _finish(out, invalid | (mx[:, 0] <= 0), cams.shape)
 
 
-def pas_norm(cams: Tensor, percentile: float = PAS_PERCENTILE) -> Tensor:
+def _pas_norm(cams: Tensor, percentile: float = PAS_PERCENTILE) -> Tensor:
     """min(1, (F - min F) / P_90(F - min F)) per map (PaS; the official code fixes 0.9)."""
     flat = _flat(cams)
     invalid = _invalid(flat)
@@ -83,7 +121,7 @@ def pas_norm(cams: Tensor, percentile: float = PAS_PERCENTILE) -> Tensor:
     return _finish(out, invalid, cams.shape)
 
 
-def ivr_norm(cams: Tensor, percentile: float = DEFAULT_IVR_PERCENTILE) -> Tensor:
+def _ivr_norm(cams: Tensor, percentile: float = DEFAULT_IVR_PERCENTILE) -> Tensor:
     """max(F - P_q(F), 0) / (max F - P_q(F)) per map (IVR, q = 0.45 by default)."""
     flat = _flat(cams)
     invalid = _invalid(flat)
@@ -94,32 +132,53 @@ def ivr_norm(cams: Tensor, percentile: float = DEFAULT_IVR_PERCENTILE) -> Tensor
     return _finish(out, invalid | (mx[:, 0] <= 0), cams.shape)
 
 
-def normalize_cams(cams: Tensor, method: str = "minmax", percentile: float = DEFAULT_IVR_PERCENTILE) -> Tensor:
+def _apply(kernel: Callable[..., Tensor], cams: ArrayLike, *args: Any) -> ArrayLike:
+    t, back = as_float_tensor(cams)
+    batch, single = _batched(t)
+    out = kernel(batch, *args)
+    return back(out[0] if single else out)
+
+
+def minmax_norm(cams: ArrayLike) -> ArrayLike:
+    """(F - min) / (max - min) per map: (N, H, W) or (H, W) -> the same shape in [0, 1]."""
+    return _apply(_minmax_norm, cams)
+
+
+def max_norm(cams: ArrayLike) -> ArrayLike:
+    """max(F, 0) / max F per map (zeros where max F <= 0): (N, H, W) or (H, W)."""
+    return _apply(_max_norm, cams)
+
+
+def pas_norm(cams: ArrayLike, percentile: float = PAS_PERCENTILE) -> ArrayLike:
+    """min(1, (F - min F) / P_90(F - min F)) per map (PaS): (N, H, W) or (H, W)."""
+    return _apply(_pas_norm, cams, percentile)
+
+
+def ivr_norm(cams: ArrayLike, percentile: float = DEFAULT_IVR_PERCENTILE) -> ArrayLike:
+    """max(F - P_q(F), 0) / (max F - P_q(F)) per map (IVR, q = 0.45 by default): (N, H, W) or (H, W)."""
+    return _apply(_ivr_norm, cams, percentile)
+
+
+def normalize_cams(cams: ArrayLike, method: str = "minmax", percentile: float = DEFAULT_IVR_PERCENTILE) -> ArrayLike:
     """Normalize CAMs (N, H, W) or (H, W) with `method` in NORMALIZATIONS; `percentile` is IVR's q."""
     if method not in NORMALIZATIONS:
         raise UnknownChoiceError("normalization", method, NORMALIZATIONS)
-    squeeze = cams.dim() == 2
-    if squeeze:
-        cams = cams[None]
-    if not cams.is_floating_point():
-        cams = cams.float()
     if method == "minmax":
-        out = minmax_norm(cams)
-    elif method == "max":
-        out = max_norm(cams)
-    elif method == "pas":
-        out = pas_norm(cams)
-    else:
-        out = ivr_norm(cams, percentile)
-    return out[0] if squeeze else out
+        return _apply(_minmax_norm, cams)
+    if method == "max":
+        return _apply(_max_norm, cams)
+    if method == "pas":
+        return _apply(_pas_norm, cams, PAS_PERCENTILE)
+    return _apply(_ivr_norm, cams, percentile)
 
 
-def upsample_cams(cams: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Bicubic upsampling of CAMs (N, h, w) to (N, H, W), half-pixel centres (like cv2 INTER_CUBIC)."""
+def upsample_cams(cams: ArrayLike, size: int | tuple[int, int]) -> ArrayLike:
+    """Bicubic upsampling of CAMs (N, h, w) or (h, w) to (N, H, W) or (H, W), half-pixel centres
+    (like cv2 INTER_CUBIC); size is H = W or (H, W)."""
     if isinstance(size, int):
         size = (size, size)
-    if cams.dim() != 3:
-        raise UsageError(f"CAMs must be (N, h, w), got shape {tuple(cams.shape)}")
-    if tuple(cams.shape[-2:]) == tuple(size):
-        return cams
-    return F.interpolate(cams[:, None], size=tuple(size), mode="bicubic", align_corners=False)[:, 0]
+    t, back = as_float_tensor(cams)
+    batch, single = _batched(t)
+    if tuple(batch.shape[-2:]) != tuple(size):
+        batch = F.interpolate(batch[:, None], size=tuple(size), mode="bicubic", align_corners=False)[:, 0]
+    return back(batch[0] if single else batch)
