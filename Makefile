@@ -6,6 +6,14 @@ STAMP := $(VENV)/.cuekit-installed
 # installed first so that nothing later pulls a second torch.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
+# Reference packages that parity tests compare against, for the tests only: pinned, installed with
+# --no-deps into their own folder (the tests append it to sys.path), so that their old requirements
+# (opencv-python, setuptools<81, ...) never enter the project's environment. imagecorruptions needs
+# scikit-image and SciPy from here, OpenCV from the dev extra, and setuptools<81 for pkg_resources.
+REFERENCES := $(VENV)/references
+REFERENCE_STAMP := $(REFERENCES)/.installed
+REFERENCE_PINS := imagecorruptions==1.1.2 scikit-image==0.26.0 scipy==1.17.1 lazy_loader==0.6 setuptools==80.9.0
+
 .PHONY: demo test test-all bench lint clean-venv
 
 $(STAMP): pyproject.toml
@@ -14,16 +22,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[all,dev]' $(TORCH_PINS)
 	touch $(STAMP)
 
+$(REFERENCE_STAMP): $(STAMP) Makefile
+	rm -rf $(REFERENCES)
+	$(PY) -m pip install -q --no-deps --target $(REFERENCES) $(REFERENCE_PINS)
+	touch $(REFERENCE_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/cuekit reproduce --quick --out reports
 
-test: $(STAMP)
+test: $(STAMP) $(REFERENCE_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(REFERENCE_STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) $(REFERENCE_STAMP)
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 lint: $(STAMP)

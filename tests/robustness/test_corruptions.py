@@ -1,11 +1,10 @@
-"""Corruptions: shape / dtype / range, seeded determinism, distortion grows with severity, parity with
-`imagecorruptions` for the deterministic ones (when a copy is available)."""
+"""Corruptions: shape / dtype / range, seeded determinism, distortion grows with severity, uint8 rounding,
+Pillow's and OpenCV's arithmetic where cuekit reproduces it, the Poisson law of shot noise. Parity with
+`imagecorruptions` itself is in test_corruption_parity.py."""
 from __future__ import annotations
 
-import os
-import sys
-import warnings
-from pathlib import Path
+import io
+import math
 
 import numpy as np
 import pytest
@@ -19,9 +18,10 @@ from cuekit.robustness.corruptions import (
     DETERMINISTIC_CORRUPTIONS,
     EXTRA_CORRUPTIONS,
     PRESETS,
+    _canny,
+    _chamfer_distance,
     corrupt,
     frost_texture,
-    glass_shuffle,
     occlude,
     plasma_fractal,
     psnr,
@@ -130,66 +130,70 @@ def test_bad_input_is_a_usage_error(images32):
         corrupt(torch.zeros(2, 3, 32, 32, dtype=torch.int32), "fog", 1)
 
 
-def _reference():
-    """The `imagecorruptions` package from CUEKIT_IMAGECORRUPTIONS (a --target install) or the environment."""
-    path = os.environ.get("CUEKIT_IMAGECORRUPTIONS", "/tmp/imgcorr")
-    if Path(path).is_dir() and path not in sys.path:
-        sys.path.append(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import imagecorruptions
-            import imagecorruptions.corruptions as icc
-        except Exception as e:  # noqa: BLE001 - any import failure means: no reference here
-            pytest.skip(f"imagecorruptions not importable ({e}); install it with --target and set "
-                        "CUEKIT_IMAGECORRUPTIONS")
-    if not getattr(icc, "_cuekit_wrapped", False):
-        original = icc.gaussian
-
-        def gaussian(*args, multichannel=None, **kw):  # scikit-image removed `multichannel`
-            if multichannel:
-                kw["channel_axis"] = -1
-            return original(*args, **kw)
-
-        icc.gaussian, icc._cuekit_wrapped = gaussian, True
-    return imagecorruptions
+@pytest.mark.parametrize("name", ["contrast", "gaussian_blur", "gaussian_noise", "spatter"])
+def test_uint8_results_are_rounded_or_truncated(name, images32):
+    u8 = (images32 * 255).round().to(torch.uint8)
+    exact = corrupt(u8.float() / 255, name, 3, seed=1) * 255
+    torch.testing.assert_close(corrupt(u8, name, 3, seed=1), torch.round(exact).to(torch.uint8), rtol=0, atol=0)
+    truncated = corrupt(u8, name, 3, seed=1, uint8_rounding="truncate")
+    torch.testing.assert_close(truncated, torch.floor(exact).to(torch.uint8), rtol=0, atol=0)
+    assert not torch.equal(truncated, corrupt(u8, name, 3, seed=1))
+    with pytest.raises(UnknownChoiceError):
+        corrupt(u8, name, 3, uint8_rounding="floor")
 
 
-@pytest.mark.parametrize("name", DETERMINISTIC_CORRUPTIONS)
-def test_deterministic_corruptions_match_imagecorruptions(name):
-    ic = _reference()
-    x = (natural_images(2, 224, seed=1) * 255).round().to(torch.uint8)
-    for severity in range(1, 6):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref = np.stack([ic.corrupt(im.permute(1, 2, 0).numpy(), severity=severity, corruption_name=name)
-                            for im in x]).astype(np.float64)
-        ours = corrupt(x.float() / 255, name, severity, preset="imagenet").permute(0, 2, 3, 1).double().numpy() * 255
-        diff = np.abs(ours - ref)
-        # The reference truncates its float result to uint8, so one grey level is the resolution limit.
-        assert diff.max() <= 1.0 + 1e-3, f"{name} severity {severity}: max |diff| {diff.max():.3f} grey levels"
-        assert diff.mean() < 0.6
-
-
-def test_glass_shuffle_equals_the_reference_loop_given_its_random_draws():
-    ic = _reference()
+@pytest.mark.parametrize("size", [224, 97, 64])
+def test_pixelate_and_jpeg_of_uint8_images_are_pillows_bytes(size):
     from PIL import Image
 
-    from cuekit.robustness.corruptions import _gaussian_blur
+    x = (natural_images(3, size, seed=5) * 255).round().to(torch.uint8)
+    for severity in range(1, 6):
+        scale = PRESETS["imagenet"]["pixelate"][severity - 1]
+        quality = PRESETS["imagenet"]["jpeg_compression"][severity - 1]
+        pixelated = corrupt(x, "pixelate", severity, preset="imagenet")
+        compressed = corrupt(x, "jpeg_compression", severity, preset="imagenet")
+        for i in range(len(x)):
+            im = Image.fromarray(x[i].permute(1, 2, 0).numpy())
+            small = im.resize((int(size * scale), int(size * scale)), Image.BOX)
+            ref = np.asarray(small.resize((size, size), Image.NEAREST))
+            np.testing.assert_array_equal(pixelated[i].permute(1, 2, 0).numpy(), ref, f"pixelate {severity}")
+            buffer = io.BytesIO()
+            im.save(buffer, "JPEG", quality=quality)
+            ref = np.asarray(Image.open(buffer))
+            np.testing.assert_array_equal(compressed[i].permute(1, 2, 0).numpy(), ref, f"jpeg {severity}")
 
-    size = 40
-    x = (natural_images(1, size, seed=2) * 255).round().to(torch.uint8)
-    for severity in (1, 3, 5):
-        sigma, delta, iterations = PRESETS["imagenet"]["glass_blur"][severity - 1]
-        np.random.seed(severity)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref = np.asarray(ic.corruptions.glass_blur(Image.fromarray(x[0].permute(1, 2, 0).numpy()), severity))
-        np.random.seed(severity)  # replay the reference's draws, one (dx, dy) per visited pixel
-        inner = size - 2 * delta
-        y = torch.floor(_gaussian_blur(x.float() / 255, sigma).clamp(0, 1) * 255) / 255
-        for _ in range(iterations):
-            offsets = np.array([np.random.randint(-delta, delta, size=(2,)) for _ in range(inner * inner)])
-            y = glass_shuffle(y, torch.from_numpy(offsets).view(1, inner, inner, 2), delta)
-        ours = _gaussian_blur(y, sigma).clamp(0, 1)[0].permute(1, 2, 0).double().numpy() * 255
-        assert np.abs(ours - ref).max() < 0.01
+
+def test_canny_and_chamfer_distance_are_opencvs():
+    cv2 = pytest.importorskip("cv2")  # the dev extra's opencv-python-headless
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        if trial % 2:  # smooth images: weak edges, ties, every direction
+            a = cv2.GaussianBlur(rng.integers(0, 256, (40, 52)).astype(np.uint8), (5, 5), 1.5)
+        else:  # blobs, like spatter's liquid layer
+            a = (rng.random((40, 52)) > 0.7).astype(np.uint8) * rng.integers(100, 200, (40, 52)).astype(np.uint8)
+            a = cv2.GaussianBlur(a, (3, 3), 0.8)
+        edges = _canny(torch.from_numpy(a)[None, None].float(), 50, 150)[0, 0].numpy()
+        np.testing.assert_array_equal(edges, cv2.Canny(a, 50, 150) > 0)
+        zero = rng.random((40, 52)) < [0.002, 0.02, 0.2][trial % 3]
+        zero[3, 4] = True
+        ours = _chamfer_distance(torch.from_numpy(zero)[None, None])[0, 0].float().numpy()
+        ref = cv2.distanceTransform(np.where(zero, 0, 255).astype(np.uint8), cv2.DIST_L2, 5)
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5)  # OpenCV adds in float32 along each path
+
+
+def test_shot_noise_draws_the_poisson_law():
+    c = PRESETS["imagenet"]["shot_noise"][2]
+    levels = torch.tensor([0, 1, 20, 40, 60], dtype=torch.uint8)  # means up to 2.8: clipping at c is negligible
+    x = levels.repeat_interleave(8).view(1, 1, 1, -1).expand(200, 3, 10, -1)  # 48,000 draws per level
+    counts = corrupt(x.float() / 255, "shot_noise", 3, seed=0, preset="imagenet") * c
+    observed = counts.view(200, 3, 10, len(levels), 8).movedim(3, 0).reshape(len(levels), -1).round().long()
+    n = observed.shape[1]
+    for q, lam in zip(observed, (levels.double() * c / 255).tolist()):
+        k = torch.arange(8, dtype=torch.float64)
+        pmf = torch.exp(k * math.log(max(lam, 1e-300)) - lam - torch.lgamma(k + 1)) if lam else (k == 0).double()
+        freq = torch.bincount(q, minlength=8)[:8].double() / n
+        assert torch.all((freq - pmf).abs() <= 5 * (pmf * (1 - pmf) / n).sqrt() + 1e-9), (lam, freq, pmf)
+    # off the 8-bit grid: Poisson(x c) for any x (the remainder drawn by inversion)
+    off = torch.full((100, 3, 40, 40), 0.3 + 0.4 / 255)
+    mean = float((corrupt(off, "shot_noise", 3, seed=1, preset="imagenet") * c).mean())
+    assert abs(mean - float(off[0, 0, 0, 0]) * c) < 4 * (off[0, 0, 0, 0].item() * c / off.numel()) ** 0.5
