@@ -111,6 +111,90 @@ def test_cpu_chunks_of_one_tensor(name, fused, monkeypatch):
     assert max_relative_error(fast, ref) < 1e-12
 
 
+def _with_predictions(opt, choose):
+    """Wrap opt.step: before step k, plan j of opt's fused plans (in creation order) gets the
+    predictions choose(k, j, n_tensors) (codes -1 unknown, 0 none, 1 channel, 2 layer; None: its own)."""
+    step, count = opt.step, [0]
+
+    def forced_step(closure=None):
+        for j, plan in enumerate(opt._plans.values()):
+            codes = choose(count[0], j, len(plan.predicted))
+            if codes is not None:
+                plan.predicted[:] = codes
+        count[0] += 1
+        return step(closure)
+
+    opt.step = forced_step
+    return opt
+
+
+def _fused(name: str, choose):
+    """A maker for _odd_run: the fused path, its predictions set by `choose` (see _with_predictions)."""
+    return lambda params, **kw: _with_predictions(MAKERS[name](params, fused=True, **kw), choose)
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_fused_wrong_predictions_are_undone(name):
+    """The fused pass steps each tensor as it was decided at the previous step; where the decision
+    differs (here: predictions drawn at random every step) the second pass undoes the guessed step
+    and applies the decided one. The result equals the reference in every case."""
+    pytest.importorskip("numba")
+    rng = torch.Generator().manual_seed(3)
+    ref, opt_ref = _odd_run(MAKERS[name], foreach=False)
+    fast, opt = _odd_run(_fused(name, lambda k, j, n: torch.randint(-1, 3, (n,), generator=rng).numpy()),
+                         foreach=None)
+    assert all(bool(torch.isfinite(p).all()) for p in fast.parameters())
+    assert max_relative_error(fast, ref) < 1e-12
+    assert opt.projection_kinds() == opt_ref.projection_kinds()
+
+
+@pytest.mark.parametrize("make", [
+    lambda params, **kw: AdamP(params, lr=0.5, weight_decay=2.0, **kw),
+    lambda params, **kw: SGDP(params, lr=0.5, weight_decay=2.0, nesterov=True, **kw),
+    lambda params, **kw: SGDP(params, lr=0.5, weight_decay=2.0, **kw),
+], ids=["adamp", "sgdp-nesterov", "sgdp"])
+def test_fused_leaves_rows_it_could_not_undo(make):
+    """With lr * weight_decay = 1 an unprojected step zeroes p * (1 - decay): a guessed step of that
+    kind could not be undone, so the first pass leaves such rows to the second. Random predictions
+    then still give the reference's result (no division by zero)."""
+    pytest.importorskip("numba")
+    rng = torch.Generator().manual_seed(4)
+    ref, _ = _odd_run(make, foreach=False, steps=6)
+    guess = lambda k, j, n: torch.randint(-1, 3, (n,), generator=rng).numpy()  # noqa: E731
+    fast, _ = _odd_run(lambda params, **kw: _with_predictions(make(params, fused=True, **kw), guess), foreach=None,
+                       steps=6)
+    assert all(bool(torch.isfinite(p).all()) for p in fast.parameters())
+    assert max_relative_error(fast, ref) < 1e-12
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_fused_first_and_second_pass_give_the_same_bits(name):
+    """A tensor stepped by the first pass (right prediction) gets exactly the bits it gets from the
+    second pass (no prediction), so that, e.g., a resumed run (whose first step predicts nothing)
+    stays bitwise on its track."""
+    pytest.importorskip("numba")
+    decided: list[list] = []  # decided[k][j]: plan j's decisions at step k of an unforced run
+
+    def recording(params, **kw):
+        opt = MAKERS[name](params, fused=True, **kw)
+        step = opt.step
+
+        def recorded_step(closure=None):
+            out = step(closure)
+            decided.append([plan.predicted.copy() for plan in opt._plans.values()])
+            return out
+
+        opt.step = recorded_step
+        return opt
+
+    _odd_run(recording, foreach=None)
+    right, _ = _odd_run(_fused(name, lambda k, j, n: decided[k][j] if j < len(decided[k]) else None),
+                        foreach=None)
+    unknown, _ = _odd_run(_fused(name, lambda k, j, n: -1), foreach=None)
+    for a, b in zip(right.parameters(), unknown.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("name", ["adamp", "sgdp", "sgdp-nesterov"])
 def test_fused_falls_back_for_tensors_it_cannot_view(name):
     """A parameter that is a strided view (not dense) cannot go to the compiled kernels: its chunk
@@ -137,9 +221,9 @@ def test_fused_falls_back_for_tensors_it_cannot_view(name):
 
 def test_fused_without_numba_is_refused(monkeypatch):
     """fused=True names numba when it is missing; the default then quietly runs torch operations."""
-    import cuekit.optim.projection as projection
+    import cuekit.optim.fused_cpu as fused_cpu
 
-    monkeypatch.setattr(projection, "_KERNELS", {})
+    monkeypatch.setattr(fused_cpu, "_KERNELS", {})
     with pytest.raises(ValueError, match="numba"):
         AdamP([nn.Parameter(torch.randn(2, 2))], fused=True)
     ref, _ = _odd_run(MAKERS["adamp"], foreach=False)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 from typing import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from cuekit.models.registry import register_model
@@ -174,14 +176,201 @@ class ReXNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Penultimate feature map (N, pen_channels, H/32, W/32) (H/16 with a stride-1 stem)."""
+        program = self._inference_program(x)
+        if program is not None:
+            return _run_steps(program[0], x.contiguous(memory_format=program[2]), owned=False).contiguous()
         return self.features(x)
 
     def forward_head(self, x: Tensor) -> Tensor:
         """Logits (N, num_classes) from a feature map (N, pen_channels, h, w): average pool, head."""
+        program = self._inference_program(x)
+        if program is not None:
+            return _run_steps(program[1], x.mean((2, 3), keepdim=True), owned=True).flatten(1)
         return self.output(x.mean((2, 3), keepdim=True)).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
+        program = self._inference_program(x)
+        if program is not None:
+            features = _run_steps(program[0], x.contiguous(memory_format=program[2]), owned=False)
+            return _run_steps(program[1], features.mean((2, 3), keepdim=True), owned=True).flatten(1)
         return self.forward_head(self.forward_features(x))
+
+    def _inference_program(self, x: Tensor) -> tuple[list, list, torch.memory_format] | None:
+        """The folded inference program (see `_InferenceProgram`) when this call may use it, else None.
+
+        It may in eval mode without autograd (no_grad / inference_mode), outside tracing, scripting,
+        compiling and exporting, and with no forward hooks anywhere (they would be skipped). It is
+        rebuilt whenever a submodule, parameter or buffer was replaced or changed (version counter,
+        storage) and on every `train()` / `eval()`; an in-place change made through `.data` (which
+        bypasses the version counter) is seen at the next `eval()`.
+        """
+        if self.training or torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing():
+            return None
+        if torch.compiler.is_compiling():
+            return None
+        cached = self.__dict__.get("_inference_cache")
+        if cached is None or not cached.is_current():
+            cached = self.__dict__["_inference_cache"] = _InferenceProgram(self)
+        if cached.program is None or cached.has_hooks():
+            return None
+        return cached.program
+
+    def train(self, mode: bool = True) -> "ReXNet":
+        """Set training mode; also drops the inference program (so `eval()` always rebuilds it)."""
+        self.__dict__.pop("_inference_cache", None)
+        return super().train(mode)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_inference_cache", None)  # derived from the weights; never copied or pickled
+        return state
+
+
+# ---- the eval-mode inference program ------------------------------------------------------------
+# In eval mode a BatchNorm after a conv is an affine map per channel, so it folds into the conv's
+# weight and bias; the activations then run in place, as does SE's gating. The modules (and so the
+# state-dict keys) stay as they are: the program is derived from them and rebuilt when they change.
+
+
+_FORWARD_HOOKS, _FORWARD_PRE_HOOKS = operator.attrgetter("_forward_hooks"), operator.attrgetter("_forward_pre_hooks")
+_VERSION = operator.attrgetter("_version")
+
+
+class _InferenceProgram:
+    """A ReXNet's eval-mode program: (feature steps, head steps, memory format) or None (a module
+    it does not know), and what it was built from, to tell when it is out of date."""
+
+    def __init__(self, model: "ReXNet"):
+        self.modules = list(model.modules())
+        # every (owner dict, key, value) of submodules, parameters and buffers: a replacement shows
+        self.dicts = [d for m in self.modules for d in (m._modules, m._parameters, m._buffers)]
+        self.lengths = list(map(len, self.dicts))
+        self.owners, self.keys, self.values = [], [], []
+        for d in self.dicts:
+            for key, value in d.items():
+                self.owners.append(d)
+                self.keys.append(key)
+                self.values.append(value)
+        self.tensors = [v for v in self.values if isinstance(v, Tensor)]
+        self.pointers = list(map(Tensor.data_ptr, self.tensors))
+        self.versions = self._versions()
+        floats = [t for t in self.tensors if t.is_floating_point()]
+        # channels_last: oneDNN's depthwise and 1x1 convolutions are much faster in it on the CPU
+        fmt = torch.channels_last if not floats or floats[0].device.type == "cpu" else torch.contiguous_format
+        with torch.no_grad():
+            features, output = _compile_steps(list(model.features), fmt), _compile_steps(list(model.output), fmt)
+        self.program = None if features is None or output is None else (features, output, fmt)
+
+    def _versions(self) -> list[int] | None:
+        """The tensors' version counters; None when some tensor has none (made under inference_mode)."""
+        try:
+            return list(map(_VERSION, self.tensors))
+        except RuntimeError:
+            return None
+
+    def is_current(self) -> bool:
+        """Whether nothing the program was built from was replaced or changed in place since."""
+        return (self.versions is not None and list(map(len, self.dicts)) == self.lengths
+                and all(map(operator.is_, map(dict.get, self.owners, self.keys), self.values))
+                and list(map(Tensor.data_ptr, self.tensors)) == self.pointers and self._versions() == self.versions)
+
+    def has_hooks(self) -> bool:
+        """Whether any forward hook (global or on a submodule) would see the modules run."""
+        from torch.nn.modules import module as module_state
+
+        return bool(module_state._global_forward_hooks or module_state._global_forward_pre_hooks
+                    or any(map(_FORWARD_HOOKS, self.modules)) or any(map(_FORWARD_PRE_HOOKS, self.modules)))
+
+
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, fmt: torch.memory_format) -> tuple[Tensor, Tensor | None]:
+    """conv's weight and bias with the eval-mode BatchNorm after it folded in (weight in `fmt`)."""
+    weight, bias = conv.weight, conv.bias
+    if bn is not None:
+        scale = torch.rsqrt(bn.running_var + bn.eps)  # (C,)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale if bias is None else (bias - bn.running_mean) * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        weight, bias = weight * scale.view(-1, 1, 1, 1), shift
+    return weight.contiguous(memory_format=fmt), bias
+
+
+def _foldable(bn: nn.Module) -> bool:
+    """A BatchNorm2d that uses its running statistics in eval mode."""
+    return isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None and bn.running_var is not None
+
+
+def _compile_steps(modules: Sequence[nn.Module], fmt: torch.memory_format) -> list[tuple] | None:
+    """The modules of a ReXNet Sequential as inference steps: ("conv", weight, bias, stride, padding,
+    dilation, groups) with any BatchNorm after it folded in, ("act", in-place function), ("se", w1,
+    b1, w2, b2) and ("block", steps, in_channels or 0 without shortcut); None for a module it does not know."""
+    steps: list[tuple] = []
+    i = 0
+    while i < len(modules):
+        m = modules[i]
+        if isinstance(m, nn.Conv2d):
+            if m.padding_mode != "zeros":
+                return None
+            bn = modules[i + 1] if i + 1 < len(modules) and _foldable(modules[i + 1]) else None
+            if bn is None and i + 1 < len(modules) and isinstance(modules[i + 1], nn.modules.batchnorm._BatchNorm):
+                return None  # a BatchNorm without running statistics normalizes with the batch's
+            steps.append(("conv", *_folded(m, bn, fmt), m.stride, m.padding, m.dilation, m.groups))
+            i += 2 if bn is not None else 1
+            continue
+        if isinstance(m, nn.SiLU):
+            steps.append(("act", _silu_))
+        elif isinstance(m, nn.ReLU6):
+            steps.append(("act", _relu6_))
+        elif isinstance(m, nn.ReLU):
+            steps.append(("act", torch.relu_))
+        elif isinstance(m, SqueezeExcite):
+            fc = list(m.fc)
+            if not (len(fc) == 5 and _foldable(fc[1]) and isinstance(fc[2], nn.ReLU) and isinstance(fc[4], nn.Sigmoid)):
+                return None
+            (w1, b1), (w2, b2) = _folded(fc[0], fc[1], torch.contiguous_format), _folded(fc[3], None,
+                                                                                           torch.contiguous_format)
+            steps.append(("se", w1.flatten(1), b1, w2.flatten(1), b2))
+        elif isinstance(m, LinearBottleneck):
+            inner = _compile_steps(list(m.out), fmt)
+            if inner is None:
+                return None
+            steps.append(("block", inner, m.in_channels if m.use_shortcut else 0))
+        elif not isinstance(m, (nn.Dropout, nn.Identity)):  # dropout is the identity in eval mode
+            return None
+        i += 1
+    return steps
+
+
+def _silu_(x: Tensor) -> Tensor:
+    return nn.functional.silu(x, inplace=True)
+
+
+def _relu6_(x: Tensor) -> Tensor:
+    return nn.functional.hardtanh_(x, 0.0, 6.0)
+
+
+def _run_steps(steps: list[tuple], x: Tensor, owned: bool) -> Tensor:
+    """Run inference steps on x (N, C, H, W); `owned`: x may be overwritten (it is not the caller's)."""
+    for step in steps:
+        kind = step[0]
+        if kind == "conv":
+            x = nn.functional.conv2d(x, *step[1:])
+            owned = True
+        elif kind == "act":
+            x = step[1](x if owned else x.clone())
+            owned = True
+        elif kind == "se":
+            _, w1, b1, w2, b2 = step
+            gate = torch.sigmoid_(torch.addmm(b2, torch.relu_(torch.addmm(b1, x.mean((2, 3)), w1.t())), w2.t()))
+            x = x.mul_(gate[:, :, None, None]) if owned else x * gate[:, :, None, None]
+            owned = True
+        else:  # a block, with its partial shortcut
+            out = _run_steps(step[1], x, owned=False)
+            if step[2]:
+                out[:, :step[2]] += x
+            x, owned = out, True
+    return x
 
 
 def _per_block(stage_values: Sequence, layers: Sequence[int]) -> list:

@@ -9,13 +9,14 @@ official code it works on channels_last weights, and its default path takes no h
 from __future__ import annotations
 
 import math
+import operator
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from cuekit.optim import projection
 from cuekit.optim.factory import register_optimizer
+from cuekit.optim.fused_cpu import StepRecord
 from cuekit.optim.projection import (
     ProjectedOptimizer,
     check_argument,
@@ -29,6 +30,8 @@ from cuekit.optim.projection import (
 )
 
 __all__ = ["AdamP"]
+
+_STEP = operator.itemgetter("step")
 
 
 class AdamP(ProjectedOptimizer):
@@ -98,52 +101,42 @@ class AdamP(ProjectedOptimizer):
         return kinds
 
     def _fast_group(self, group: dict, params: list[Tensor]) -> None:
-        """The same rule over buckets of equal (device, dtype, step), in cache-sized chunks."""
-        for p in params:
-            self._init_state(p)["step"] += 1
-        for (_, _, step), bucket in self._buckets(params, lambda p: self.state[p]["step"]).items():
+        """The same rule over buckets of equal (device, dtype, step): on the CPU one compiled pass
+        per tensor (numba), else grouped torch operations in cache-sized chunks."""
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states):
+            if not state:
+                self._init_state(p)
+            state["step"] += 1
+        for (_, _, step), bucket, bucket_states in self._buckets(params, states, _STEP):
+            kernels = self._fused_kernels(bucket[0])
+            if kernels and self._fused_bucket(group, bucket, bucket_states, step, kernels):
+                continue
             for chunk in self._chunks(bucket):
-                self._fast_chunk(group, chunk, step)
+                self._eager_chunk(group, chunk, step)
 
-    def _fast_chunk(self, group: dict, params: list[Tensor], step: int) -> None:
-        kernels = self._fused_kernels(params[0])
-        if kernels and self._fused_chunk(group, params, step, kernels):
-            return
-        self._eager_chunk(group, params, step)
-
-    def _fused_chunk(self, group: dict, params: list[Tensor], step: int, kernels: dict) -> bool:
-        """Two compiled passes per tensor (CPU); False, doing nothing, if a tensor cannot be viewed."""
-        beta1, beta2 = group["betas"]
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        n = sum(p.numel() for p in params)
-        updates = like_views(self._workspace(params[0], n)[:n], params)
-        plan = self._fused_plan(params, ("exp_avg", "exp_avg_sq"), updates)
+    def _fused_bucket(self, group: dict, params: list[Tensor], states: list[dict], step: int, kernels: dict) -> bool:
+        """One compiled pass per tensor, a second only where the decision was not the predicted one
+        (fused_cpu); False, doing nothing, if a tensor cannot be viewed in place."""
+        plan = self._fused_plan(params, states, ("exp_avg", "exp_avg_sq"), group["delta"])
         if plan is None:
             return False
+        beta1, beta2 = group["betas"]
+        lr, eps, wd, nesterov = group["lr"], group["eps"], group["weight_decay"], group["nesterov"]
         bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
-        eps_scaled, step_size = eps * math.sqrt(bc2), lr * math.sqrt(bc2) / bc1
-        two, others = self._split_2d(params)
-        dtype = np.float32 if params[0].dtype == torch.float32 else np.float64
-        unused = np.empty((4, 1), dtype)
-        terms = None
-        if two:
-            layout = self._layout([params[i] for i in two], group["delta"])
-            stats = new_row_stats(layout, params[0])
-            stats_np = stats.numpy()
-        row_of = {i: layout.offsets[k] for k, i in enumerate(two)}
-        for i, (p, (order, (w, m, v, u))) in enumerate(zip(params, plan)):
-            g = projection.rows_for_reading(p.grad, order)
-            off = row_of.get(i)
-            kernels["adamp_rows"](g, w, m, v, u, unused if off is None else stats_np, off or 0,
-                                  beta1, beta2, eps_scaled, group["nesterov"])
-        if two:
-            terms = projection_terms(stats, layout, eps, group["wd_ratio"], step_size, lr * wd)
-            change = terms.change.numpy()
-        flat_decay = np.full(1, -lr * wd, dtype)
-        for i, (order, (w, _, _, u)) in enumerate(plan):
-            off = row_of.get(i)
-            kernels["apply_rows"](w, u, flat_decay if off is None else change, off or 0, step_size)
-        self._record_kinds(params, two, others, terms)
+        eps_scaled, step_size = eps * math.sqrt(bc2), lr * math.sqrt(bc2) / bc1  # as in _eager_chunk
+        decay = lr * wd
+        decay_projected = decay * group["wd_ratio"]
+        record = StepRecord.new(plan)
+        keep = plan.gradient_addresses()  # the gradients' memory, alive until the kernel ran
+        kernels["adamp_bucket"](*record.arguments(plan), beta1, beta2, eps_scaled, nesterov, step_size, decay,
+                                decay_projected, eps)
+        del keep
+        for entry in record.entries_to_redo(plan):
+            w, m, v = plan.views[entry]
+            kernels["adamp_finish"](plan.gradient_rows(entry), w, m, v, record.applied, record.change,
+                                    plan.offsets[entry], beta1, eps_scaled, nesterov, step_size)
+        self._record_kinds(plan.params, plan.two, plan.others, record if plan.two else None)
         return True
 
     def _eager_chunk(self, group: dict, params: list[Tensor], step: int) -> None:
@@ -172,7 +165,8 @@ class AdamP(ProjectedOptimizer):
         if two:
             layout = self._layout(w2, group["delta"])
             stats = new_row_stats(layout, w2[0])
-            gradient_row_stats_(stats, w2, [grads[i] for i in two], layout, spare)
+            stats_scratch = self._statistics_scratch(w2, spare)
+            gradient_row_stats_(stats, w2, [grads[i] for i in two], layout, stats_scratch)
 
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -193,7 +187,7 @@ class AdamP(ProjectedOptimizer):
 
         terms = None
         if two:
-            update_row_dots_(stats, w2, [updates[i] for i in two], layout, spare)
+            update_row_dots_(stats, w2, [updates[i] for i in two], layout, stats_scratch)
             terms = projection_terms(stats, layout, eps, group["wd_ratio"], step_size, lr * wd)
             # p <- p * (1 - lr*wd*ratio) - s * (u - radial * p)  =  p + p * change - s * u
             for p, off, c in zip(w2, layout.offsets, layout.rows):

@@ -13,14 +13,16 @@ Two implementations of the same rule live here:
 - the fast path (`RowLayout`, `gradient_row_stats_`, `update_row_dots_`, `projection_terms`): row
   statistics of many tensors are written into one (4, R + T) buffer and the decisions are taken
   with a handful of batched operations where the tensors live, so on a GPU no value travels to
-  the host. On the CPU two numba-compiled passes per tensor (`cpu_kernels`) replace the torch
-  operations when numba is installed.
+  the host. On the CPU, when numba is installed, one compiled pass per tensor replaces the torch
+  operations (`fused_cpu`).
+Row statistics of half-precision weights are formed in float32 on every path (`statistics_dtype`).
 And `ProjectedOptimizer`, the base class of both optimizers (checks, buckets, chunks, caches).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from typing import Sequence
 
 import numpy as np
@@ -31,13 +33,16 @@ from cuekit.errors import UsageError
 
 __all__ = [
     "KIND_NAMES", "InvalidOptimizerArgument", "ProjectedOptimizer", "ProjectionTerms", "RowLayout",
-    "channel_view", "check_argument", "cpu_kernels", "gradient_row_stats_", "layer_view", "make_row_layout",
+    "channel_view", "check_argument", "gradient_row_stats_", "layer_view", "make_row_layout",
     "new_row_stats", "project_update_", "projection_terms", "rows_view", "scale_invariance_kind",
-    "update_row_dots_",
+    "statistics_dtype", "update_row_dots_",
 ]
 
 # Codes of the fast path's per-tensor decision, in the order the official code tries the views.
 KIND_NAMES = ("none", "channel", "layer")
+
+_GRAD, _IS_SPARSE = operator.attrgetter("grad"), operator.attrgetter("is_sparse")
+_DEVICE, _DTYPE = operator.attrgetter("device"), operator.attrgetter("dtype")
 
 
 class InvalidOptimizerArgument(UsageError, ValueError):
@@ -64,6 +69,12 @@ def layer_view(x: Tensor) -> Tensor:
     return x.reshape(1, -1)
 
 
+def statistics_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype in which the row statistics of weights of `dtype` are formed: float32 for half types
+    (where eps^2 = 1e-16 and delta^2 / numel underflow to zero), the weights' own dtype otherwise."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _abs_cosine(x: Tensor, y: Tensor, eps: float, view) -> Tensor:
     """|cos| between matching rows of view(x) and view(y): (rows,)."""
     return torch.nn.functional.cosine_similarity(view(x), view(y), dim=1, eps=eps).abs_()
@@ -72,10 +83,13 @@ def _abs_cosine(x: Tensor, y: Tensor, eps: float, view) -> Tensor:
 def scale_invariance_kind(weight: Tensor, grad: Tensor, delta: float, eps: float) -> str:
     """Which view passes the test for this tensor: "channel", "layer" or "none" (1-D: "none").
 
-    weight, grad: same shape (C, ...). Reads values on the host (one sync per view tried).
+    weight, grad: same shape (C, ...); half types are tested in float32 (statistics_dtype), others
+    as they are. Reads values on the host (one sync per view tried).
     """
     if weight.dim() <= 1:
         return "none"
+    dtype = statistics_dtype(weight.dtype)
+    weight, grad = weight.to(dtype), grad.to(dtype)  # no copy unless half
     for name, view in (("channel", channel_view), ("layer", layer_view)):
         cos = _abs_cosine(grad, weight, eps, view)
         if cos.max() < delta / math.sqrt(view(weight).size(1)):
@@ -87,16 +101,20 @@ def project_update_(weight: Tensor, grad: Tensor, update: Tensor, delta: float, 
                     eps: float) -> tuple[Tensor, float, str]:
     """Remove the radial part of `update` (in place) when `weight` passes the scale-invariance test.
 
-    weight, grad, update: same shape (C, ...). Returns (update, weight-decay multiplier, kind):
-    the multiplier is `wd_ratio` for a projected tensor and 1 otherwise.
+    weight, grad, update: same shape (C, ...); half types are projected in float32. Returns (update,
+    weight-decay multiplier, kind): the multiplier is `wd_ratio` for a projected tensor and 1 otherwise.
     """
     kind = scale_invariance_kind(weight, grad, delta, eps)
     if kind == "none":
         return update, 1.0, kind
     view = channel_view if kind == "channel" else layer_view
     expand = [-1] + [1] * (weight.dim() - 1)
-    w_unit = weight / view(weight).norm(dim=1).view(expand).add_(eps)
-    update -= w_unit * view(w_unit * update).sum(dim=1).view(expand)
+    dtype = statistics_dtype(weight.dtype)
+    w, u = weight.to(dtype), update.to(dtype)  # the tensors themselves unless half
+    w_unit = w / view(w).norm(dim=1).view(expand).add_(eps)
+    u -= w_unit * view(w_unit * u).sum(dim=1).view(expand)
+    if u is not update:
+        update.copy_(u)
     return update, wd_ratio, kind
 
 
@@ -132,7 +150,7 @@ class RowLayout:
     orders: list[tuple[int, ...]]  # memory order of each tensor (see rows_view)
     segment: Tensor                # (R,) long: tensor index of each channel row
     lengths: Tensor                # (T,) long: channel rows of each tensor, for segment sums
-    threshold_sq: Tensor           # (R + T,): delta^2 / row length, channel rows then layer rows
+    threshold_sq: Tensor           # (R + T,): delta^2 / row length, channel rows then layer rows (statistics_dtype)
     total_rows: int                # R
 
 
@@ -150,7 +168,7 @@ def make_row_layout(weights: Sequence[Tensor], delta: float) -> RowLayout:
     return RowLayout(
         offsets=offsets, rows=rows, orders=[memory_order(w) for w in weights],
         segment=_to_device(torch.repeat_interleave(torch.arange(len(weights)), lengths), device),
-        lengths=_to_device(lengths, device), threshold_sq=_to_device(threshold_sq.to(dtype), device),
+        lengths=_to_device(lengths, device), threshold_sq=_to_device(threshold_sq.to(statistics_dtype(dtype)), device),
         total_rows=int(lengths.sum()),
     )
 
@@ -163,31 +181,44 @@ def _to_device(t: Tensor, device: torch.device) -> Tensor:
 
 
 def new_row_stats(layout: RowLayout, like: Tensor) -> Tensor:
-    """An empty statistics buffer: (4, R + T), rows g.w, |g|^2, |w|^2, u.w."""
-    return torch.empty(4, layout.total_rows + len(layout.rows), device=like.device, dtype=like.dtype)
+    """An empty statistics buffer: (4, R + T), rows g.w, |g|^2, |w|^2, u.w, in statistics_dtype(like)."""
+    return torch.empty(4, layout.total_rows + len(layout.rows), device=like.device,
+                       dtype=statistics_dtype(like.dtype))
 
 
 def _row_dots(a: Tensor, b: Tensor, out: Tensor, scratch: Tensor) -> None:
-    """out (C,) = row-wise dot products of a, b (C, K), through `scratch` (>= C*K) without allocating."""
+    """out (C,) = row-wise dot products of a, b (C, K) in out's dtype, through `scratch` (>= C*K
+    elements of out's dtype) without allocating."""
     prod = scratch[:a.numel()].view(a.shape)
-    torch.mul(a, b, out=prod)
+    if a.dtype == out.dtype:
+        torch.mul(a, b, out=prod)
+    else:  # half inputs: the products are formed in float32, where they do not underflow
+        prod.copy_(a).mul_(b)
     torch.sum(prod, dim=1, out=out)
+
+
+def _row_norms(x: Tensor, out: Tensor) -> None:
+    """out (C,) = the norms of the rows of x (C, K), accumulated in out's dtype."""
+    dtype = None if x.dtype == out.dtype else out.dtype
+    torch.linalg.vector_norm(x, dim=1, dtype=dtype, out=out)
 
 
 def gradient_row_stats_(stats: Tensor, weights: Sequence[Tensor], grads: Sequence[Tensor], layout: RowLayout,
                         scratch: Tensor) -> None:
-    """Fill the channel rows of stats[0:3] with g.w, |g|^2, |w|^2 (before the step)."""
+    """Fill the channel rows of stats[0:3] with g.w, |g|^2, |w|^2 (before the step); scratch: flat,
+    of stats' dtype, at least as long as the largest weight."""
     for w, g, off, c, order in zip(weights, grads, layout.offsets, layout.rows, layout.orders):
         w2, g2 = rows_view(w, order), rows_view(g, order)
         _row_dots(g2, w2, stats[0, off:off + c], scratch)
-        torch.linalg.vector_norm(g2, dim=1, out=stats[1, off:off + c])
-        torch.linalg.vector_norm(w2, dim=1, out=stats[2, off:off + c])
+        _row_norms(g2, stats[1, off:off + c])
+        _row_norms(w2, stats[2, off:off + c])
     stats[1:3, :layout.total_rows].square_()
 
 
 def update_row_dots_(stats: Tensor, weights: Sequence[Tensor], updates: Sequence[Tensor], layout: RowLayout,
                      scratch: Tensor) -> None:
-    """Fill the channel rows of stats[3] with u.w, the (unprojected) update against the weight."""
+    """Fill the channel rows of stats[3] with u.w, the (unprojected) update against the weight; scratch
+    as for gradient_row_stats_."""
     for w, u, off, c, order in zip(weights, updates, layout.offsets, layout.rows, layout.orders):
         _row_dots(rows_view(u, order), rows_view(w, order), stats[3, off:off + c], scratch)
 
@@ -337,9 +368,9 @@ class ProjectedOptimizer(torch.optim.Optimizer):
 
     `foreach=False` runs the readable per-parameter reference; `None` or `True` the fast path
     (projection decided on the device, no host synchronisation). On a GPU the fast path is
-    grouped foreach operations; on the CPU, with `fused` None (numba installed) or True, two
-    compiled passes per tensor, else grouped torch operations in cache-sized chunks (fused=False).
-    All follow the official rule and are tested equal.
+    grouped foreach operations; on the CPU, with `fused` None (numba installed) or True, one
+    compiled pass per tensor (fused_cpu), else grouped torch operations in cache-sized chunks
+    (fused=False). All follow the official rule and are tested equal.
     """
 
     def _fused_kernels(self, like: Tensor) -> dict | None:
@@ -347,6 +378,8 @@ class ProjectedOptimizer(torch.optim.Optimizer):
         if self.fused is False or not uses_kept_memory(like.device) or like.dtype not in (torch.float32,
                                                                                            torch.float64):
             return None
+        from cuekit.optim.fused_cpu import cpu_kernels
+
         return cpu_kernels()
 
     def __init__(self, params, defaults: dict, foreach: bool | None, fused: bool | None):
@@ -354,6 +387,8 @@ class ProjectedOptimizer(torch.optim.Optimizer):
         check_argument(fused in (None, True, False), "fused", fused, "must be None, True or False")
         check_argument(not (fused and foreach is False), "fused", fused,
                        "must not be True with foreach=False (the fused kernels belong to the fast path)")
+        from cuekit.optim.fused_cpu import cpu_kernels
+
         if fused and cpu_kernels() is None:
             raise InvalidOptimizerArgument("invalid fused=True: the fused CPU kernels need numba "
                                            "(pip install numba, or the cuekit[all] extra)")
@@ -388,11 +423,12 @@ class ProjectedOptimizer(torch.optim.Optimizer):
                        "the weight-decay multiplier of projected weights must be >= 0")
 
     def _params_with_grad(self, group: dict) -> list[Tensor]:
-        params = [p for p in group["params"] if p.grad is not None]
-        for p in params:
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients: parameter of shape "
-                                   f"{tuple(p.shape)} got one (use torch.optim.SparseAdam, or dense gradients)")
+        grads = list(map(_GRAD, group["params"]))
+        params = [p for p, g in zip(group["params"], grads) if g is not None]
+        if any(map(_IS_SPARSE, (g for g in grads if g is not None))):
+            p = next(p for p in params if p.grad.is_sparse)
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients: parameter of shape "
+                               f"{tuple(p.shape)} got one (use torch.optim.SparseAdam, or dense gradients)")
         return params
 
     @torch.no_grad()
@@ -420,12 +456,20 @@ class ProjectedOptimizer(torch.optim.Optimizer):
     def _fast_group(self, group: dict, params: list[Tensor]) -> None:
         raise NotImplementedError
 
-    def _buckets(self, params: list[Tensor], key_fn) -> dict[tuple, list[Tensor]]:
-        """Parameters grouped by (device, dtype, key_fn(p)) so that one bucket shares its scalars."""
-        buckets: dict[tuple, list[Tensor]] = {}
-        for p in params:
-            buckets.setdefault((p.device, p.dtype, key_fn(p)), []).append(p)
-        return buckets
+    @staticmethod
+    def _buckets(params: list[Tensor], states: list[dict], key_fn=None) -> list[tuple[tuple, list, list]]:
+        """Parameters and their state dicts grouped by (device, dtype, key_fn(state)), so that a bucket
+        shares its scalars: [(key, params, states)]; one bucket, without a loop in Python, when all agree."""
+        devices, dtypes = set(map(_DEVICE, params)), set(map(_DTYPE, params))
+        keys = list(map(key_fn, states)) if key_fn is not None else [None] * len(params)
+        if len(devices) == 1 and len(dtypes) == 1 and len(set(keys)) == 1:
+            return [((devices.pop(), dtypes.pop(), keys[0]), params, states)]
+        buckets: dict[tuple, tuple[list, list]] = {}
+        for p, state, key in zip(params, states, keys):
+            bucket = buckets.setdefault((p.device, p.dtype, key), ([], []))
+            bucket[0].append(p)
+            bucket[1].append(state)
+        return [(key, ps, ss) for key, (ps, ss) in buckets.items()]
 
     def _chunks(self, params: list[Tensor]) -> list[list[Tensor]]:
         max_bytes = CPU_CHUNK_BYTES if uses_kept_memory(params[0].device) else None
@@ -441,21 +485,17 @@ class ProjectedOptimizer(torch.optim.Optimizer):
             layout = self._layouts[key] = make_row_layout(weights, delta)
         return layout
 
-    def _fused_plan(self, params: list[Tensor], state_keys: tuple[str, ...], work: list[Tensor | None]):
-        """NumPy row views of params, their state tensors and `work` for the fused CPU kernels,
-        cached while none of them moves; None when some tensor cannot be viewed in place."""
-        key = tuple((id(p), p.data_ptr(), p.stride(), *(self.state[p][k].data_ptr() for k in state_keys))
-                    for p in params) + tuple(w.data_ptr() for w in work if w is not None)
+    def _fused_plan(self, params: list[Tensor], states: list[dict], state_keys: tuple[str, ...], delta: float):
+        """The cached fused_cpu.FusedPlan of these parameters (rebuilt when a tensor moved), or None
+        when some tensor cannot be viewed in place by the compiled kernels."""
+        from cuekit.optim.fused_cpu import make_fused_plan
+
+        key = (delta, state_keys, tuple(map(id, params)))
         plan = self._plans.get(key)
-        if plan is None:
-            plan = []
-            for p, w in zip(params, work):
-                order = memory_order(p)
-                arrays = [fused_rows(t, order) for t in (p, *(self.state[p][k] for k in state_keys))]
-                arrays.append(fused_rows(w, order) if w is not None else None)
-                if any(a is None for a in arrays[:-1]) or (w is not None and arrays[-1] is None):
-                    return None
-                plan.append((order, arrays))
+        if plan is None or not plan.is_current(params, states):
+            plan = make_fused_plan(params, states, state_keys, delta)
+            if plan is None:
+                return None
             if len(self._plans) > 4096:
                 self._plans.clear()
             self._plans[key] = plan
@@ -480,26 +520,38 @@ class ProjectedOptimizer(torch.optim.Optimizer):
         two_set = set(two)
         return two, [i for i in range(len(params)) if i not in two_set]
 
-    def _record_kinds(self, params: list[Tensor], two: list[int], others: list[int],
-                      terms: ProjectionTerms | None) -> None:
-        """Keep the device tensors of decisions (read only by projection_kinds, never by the step)."""
+    def _record_kinds(self, params: list[Tensor], two: list[int], others: list[int], terms) -> None:
+        """Keep the decisions (ProjectionTerms, or the fused path's StepRecord: anything with kinds())
+        of the tensors `two`; read only by projection_kinds, never by the step."""
         if terms is not None:
             self._last_kinds.append(([params[i] for i in two], terms))
         if others:
             self._last_kinds.append(([params[i] for i in others], ["none"] * len(others)))
 
-    def _workspace(self, like: Tensor, numel: int) -> Tensor:
-        """Flat scratch memory of at least `numel` elements, kept between steps.
+    def _workspace(self, like: Tensor, numel: int, dtype: torch.dtype | None = None) -> Tensor:
+        """Flat scratch memory of at least `numel` elements on like's device (of like's dtype unless
+        `dtype` is given), kept between steps.
 
         On the CPU, fresh large allocations are paid in page faults on every step (the C allocator
         returns them to the system), so the fast path writes its temporaries here instead.
         """
-        key = (like.device, like.dtype)
+        dtype = like.dtype if dtype is None else dtype
+        key = (like.device, dtype)
         buf = self._work.get(key)
         if buf is None or buf.numel() < numel:
-            self._plans.clear()  # they hold views of the old buffer
-            buf = self._work[key] = torch.empty(numel, device=like.device, dtype=like.dtype)
+            buf = self._work[key] = torch.empty(numel, device=like.device, dtype=dtype)
         return buf
+
+    def _statistics_scratch(self, weights: list[Tensor], spare: Tensor) -> Tensor:
+        """Scratch for the row statistics of `weights`: `spare` itself unless the weights are half
+        (their statistics are float32), else kept (CPU) or fresh (GPU) float32 memory."""
+        dtype = statistics_dtype(spare.dtype)
+        if dtype == spare.dtype or not weights:
+            return spare
+        numel = max(w.numel() for w in weights)
+        if uses_kept_memory(spare.device):
+            return self._workspace(spare, numel, dtype)
+        return torch.empty(numel, device=spare.device, dtype=dtype)
 
     def _clear_caches(self) -> None:
         self._layouts, self._work, self._plans, self._last_kinds = {}, {}, {}, []
@@ -517,119 +569,3 @@ class ProjectedOptimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("foreach", None)
         self.__dict__.setdefault("fused", None)
         self._clear_caches()
-
-
-# ----------------------------------------------------------------------------------------------
-# The fused CPU flavour: one compiled pass per tensor does the optimizer's element-wise work and
-# all four row reductions; a second applies the decided step. NumPy arrays in, compiled by numba
-# (an optional dependency) on first use and cached on disk; without numba the eager path runs.
-
-
-def _adamp_rows(g, w, m, v, u, stats, off, beta1, beta2, eps_scaled, nesterov):  # pragma: no cover - compiled
-    """AdamP's moments and u = m / (sqrt(v) + eps_scaled) row by row, plus the row statistics
-    stats[:, off + i] = (g.w, g.g, w.w, u.w). g, w, m, v, u: (C, K) arrays; m, v, u written."""
-    n_rows, n_cols = g.shape
-    # 1 - beta is formed in double precision, then rounded, as torch does with Python scalars.
-    a1, b2, a2 = g.dtype.type(1.0 - beta1), g.dtype.type(beta2), g.dtype.type(1.0 - beta2)
-    eps = g.dtype.type(eps_scaled)
-    for i in range(n_rows):
-        gw = gg = ww = uw = g.dtype.type(0)
-        for j in range(n_cols):
-            gj, wj = g[i, j], w[i, j]
-            mj = m[i, j] + a1 * (gj - m[i, j])
-            vj = v[i, j] * b2 + a2 * gj * gj
-            m[i, j], v[i, j] = mj, vj
-            numer = mj + a1 * (gj - mj) if nesterov else mj
-            uj = numer / (np.sqrt(vj) + eps)
-            u[i, j] = uj
-            gw += gj * wj
-            gg += gj * gj
-            ww += wj * wj
-            uw += uj * wj
-        stats[0, off + i], stats[1, off + i], stats[2, off + i], stats[3, off + i] = gw, gg, ww, uw
-
-
-def _sgdp_rows(g, w, buf, u, stats, off, momentum, dampening, nesterov):  # pragma: no cover - compiled
-    """SGDP's buffer and update row by row (u = g + momentum * buf with Nesterov, else buf
-    itself), plus the row statistics (g.w, g.g, w.w, u.w). buf (and u) written."""
-    n_rows, n_cols = g.shape
-    mu, keep = g.dtype.type(momentum), g.dtype.type(1.0 - dampening)
-    for i in range(n_rows):
-        gw = gg = ww = uw = g.dtype.type(0)
-        for j in range(n_cols):
-            gj, wj = g[i, j], w[i, j]
-            bj = buf[i, j] * mu + keep * gj
-            buf[i, j] = bj
-            uj = gj + mu * bj if nesterov else bj
-            if nesterov:
-                u[i, j] = uj
-            gw += gj * wj
-            gg += gj * gj
-            ww += wj * wj
-            uw += uj * wj
-        stats[0, off + i], stats[1, off + i], stats[2, off + i], stats[3, off + i] = gw, gg, ww, uw
-
-
-def _apply_rows(p, u, change, off, step_size):  # pragma: no cover - compiled
-    """p <- p + p * change[off + i] - step_size * u, row by row (decay and projection at once)."""
-    n_rows, n_cols = p.shape
-    s = p.dtype.type(step_size)
-    for i in range(n_rows):
-        c = change[off + i]
-        for j in range(n_cols):
-            pj = p[i, j]
-            p[i, j] = pj + pj * c - s * u[i, j]
-
-
-def _apply_rows_projecting_buffer(p, buf, radial, decay, off, lr):  # pragma: no cover - compiled
-    """SGDP without Nesterov: buf <- buf - radial * p (the official projects the buffer, which is
-    the update), then p <- p - decay * p - lr * buf, row by row."""
-    n_rows, n_cols = p.shape
-    step = p.dtype.type(lr)
-    for i in range(n_rows):
-        r, d = radial[off + i], decay[off + i]
-        for j in range(n_cols):
-            pj = p[i, j]
-            bj = buf[i, j] - r * pj
-            buf[i, j] = bj
-            p[i, j] = pj - d * pj - step * bj
-
-
-_KERNELS: dict | None = None
-
-
-def cpu_kernels() -> dict | None:
-    """The fused CPU kernels compiled by numba (cached on disk), or None where numba is missing.
-
-    fastmath allows only reassociation and contraction (vectorised sums, fused multiply-add);
-    error_model="numpy" keeps IEEE division (no Python zero-division check).
-    """
-    global _KERNELS
-    if _KERNELS is None:
-        try:
-            import numba
-        except ImportError:
-            _KERNELS = {}
-        else:
-            jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
-            _KERNELS = {f.__name__.strip("_"): jit(f) for f in
-                        (_adamp_rows, _sgdp_rows, _apply_rows, _apply_rows_projecting_buffer)}
-    return _KERNELS or None
-
-
-def rows_for_reading(t: Tensor, order: tuple[int, ...]) -> np.ndarray:
-    """A contiguous (C, K) NumPy array of `t` in memory order `order` (a copy only if needed)."""
-    rows = rows_view(t.detach(), order) if t.dim() >= 2 else t.detach().reshape(1, -1)
-    return rows.contiguous().numpy()
-
-
-def fused_rows(t: Tensor, order: tuple[int, ...]):
-    """A writable (C, K) NumPy view of `t` in memory order `order`; None if t cannot be viewed so.
-    1-D and 0-D tensors become one row."""
-    if t.dim() < 2:
-        flat = t.detach().reshape(1, -1)
-        return flat.numpy() if flat.data_ptr() == t.data_ptr() and flat.is_contiguous() else None
-    rows = rows_view(t.detach(), order)
-    if rows.data_ptr() != t.data_ptr() or not rows.is_contiguous():
-        return None
-    return rows.numpy()

@@ -8,12 +8,12 @@ projection also projects the buffer; with Nesterov only the update is projected.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from cuekit.optim import projection
 from cuekit.optim.factory import register_optimizer
+from cuekit.optim.fused_cpu import StepRecord
 from cuekit.optim.projection import (
     ProjectedOptimizer,
     check_argument,
@@ -80,56 +80,38 @@ class SGDP(ProjectedOptimizer):
         return kinds
 
     def _fast_group(self, group: dict, params: list[Tensor]) -> None:
-        """The same rule over buckets of equal (device, dtype), in cache-sized chunks."""
-        for (_, _, _), bucket in self._buckets(params, lambda p: None).items():
+        """The same rule over buckets of equal (device, dtype): on the CPU one compiled pass per
+        tensor (numba), else grouped torch operations in cache-sized chunks."""
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states):
+            if not state:
+                self._buffer(p)
+        for _, bucket, bucket_states in self._buckets(params, states):
+            kernels = self._fused_kernels(bucket[0])
+            if kernels and self._fused_bucket(group, bucket, bucket_states, kernels):
+                continue
             for chunk in self._chunks(bucket):
-                self._fast_chunk(group, chunk)
+                self._eager_chunk(group, chunk)
 
-    def _fast_chunk(self, group: dict, params: list[Tensor]) -> None:
-        kernels = self._fused_kernels(params[0])
-        if kernels and self._fused_chunk(group, params, kernels):
-            return
-        self._eager_chunk(group, params)
-
-    def _fused_chunk(self, group: dict, params: list[Tensor], kernels: dict) -> bool:
-        """Two compiled passes per tensor (CPU); False, doing nothing, if a tensor cannot be viewed."""
-        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        nesterov = group["nesterov"]
-        decay = lr * wd / (1 - momentum)
-        for p in params:
-            self._buffer(p)
-        n = sum(p.numel() for p in params)
-        updates = like_views(self._workspace(params[0], n)[:n], params) if nesterov else [None] * len(params)
-        plan = self._fused_plan(params, ("momentum",), updates)
+    def _fused_bucket(self, group: dict, params: list[Tensor], states: list[dict], kernels: dict) -> bool:
+        """One compiled pass per tensor, a second only where the decision was not the predicted one
+        (fused_cpu); False, doing nothing, if a tensor cannot be viewed in place."""
+        plan = self._fused_plan(params, states, ("momentum",), group["delta"])
         if plan is None:
             return False
-        two, others = self._split_2d(params)
-        dtype = np.float32 if params[0].dtype == torch.float32 else np.float64
-        unused = np.empty((4, 1), dtype)
-        terms = None
-        if two:
-            layout = self._layout([params[i] for i in two], group["delta"])
-            stats = new_row_stats(layout, params[0])
-            stats_np = stats.numpy()
-        row_of = {i: layout.offsets[k] for k, i in enumerate(two)}
-        for i, (p, (order, (w, buf, u))) in enumerate(zip(params, plan)):
-            g = projection.rows_for_reading(p.grad, order)
-            off = row_of.get(i)
-            kernels["sgdp_rows"](g, w, buf, buf if u is None else u, unused if off is None else stats_np, off or 0,
-                                 momentum, group["dampening"], nesterov)
-        if two:
-            terms = projection_terms(stats, layout, group["eps"], group["wd_ratio"], lr, decay)
-            change, radial, decay_rows = (t.numpy() for t in (terms.change, terms.radial, terms.decay_rows))
-        flat_change, flat_zero, flat_decay = (np.full(1, x, dtype) for x in (-decay, 0.0, decay))
-        for i, (order, (w, buf, u)) in enumerate(plan):
-            off = row_of.get(i)
-            if nesterov:
-                kernels["apply_rows"](w, u, flat_change if off is None else change, off or 0, lr)
-            elif off is None:
-                kernels["apply_rows_projecting_buffer"](w, buf, flat_zero, flat_decay, 0, lr)
-            else:
-                kernels["apply_rows_projecting_buffer"](w, buf, radial, decay_rows, off, lr)
-        self._record_kinds(params, two, others, terms)
+        lr, momentum, dampening, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
+        nesterov, eps = group["nesterov"], group["eps"]
+        decay = lr * wd / (1 - momentum)
+        decay_projected = decay * group["wd_ratio"]
+        record = StepRecord.new(plan)
+        keep = plan.gradient_addresses()  # the gradients' memory, alive until the kernel ran
+        kernels["sgdp_bucket"](*record.arguments(plan), momentum, dampening, nesterov, lr, decay, decay_projected, eps)
+        del keep
+        for entry in record.entries_to_redo(plan):
+            w, buf = plan.views[entry]
+            kernels["sgdp_finish"](plan.gradient_rows(entry), w, buf, record.applied, record.change, record.radial,
+                                   record.decay_rows, plan.offsets[entry], momentum, nesterov, lr)
+        self._record_kinds(plan.params, plan.two, plan.others, record if plan.two else None)
         return True
 
     def _eager_chunk(self, group: dict, params: list[Tensor]) -> None:
@@ -152,6 +134,7 @@ class SGDP(ProjectedOptimizer):
         if two:
             layout = self._layout(w2, group["delta"])
             stats = new_row_stats(layout, w2[0])
+            scratch = self._statistics_scratch(w2, scratch)
             gradient_row_stats_(stats, w2, [grads[i] for i in two], layout, scratch)
 
         torch._foreach_mul_(bufs, momentum)
