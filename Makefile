@@ -14,6 +14,10 @@ REFERENCES := $(VENV)/references
 REFERENCE_STAMP := $(REFERENCES)/.installed
 REFERENCE_PINS := imagecorruptions==1.1.2 scikit-image==0.26.0 scipy==1.17.1 lazy_loader==0.6 setuptools==80.9.0
 
+# The browser client's JavaScript dependency (onnxruntime-web), from the committed package-lock.json; `npm ci`
+# runs again only when the lock file changes. Without npm the browser tests skip and say why.
+NPM_STAMP := node_modules/.cuekit-npm-ci
+
 .PHONY: demo test test-all bench lint clean-venv
 
 $(STAMP): pyproject.toml
@@ -27,16 +31,21 @@ $(REFERENCE_STAMP): $(STAMP) Makefile
 	$(PY) -m pip install -q --no-deps --target $(REFERENCES) $(REFERENCE_PINS)
 	touch $(REFERENCE_STAMP)
 
+$(NPM_STAMP): package-lock.json package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --no-audit --no-fund --loglevel=error && touch $(NPM_STAMP); \
+	else echo "npm not found: onnxruntime-web not installed (the browser page cannot run models; its tests skip)"; fi
+
 demo: $(STAMP)
 	$(VENV)/bin/cuekit reproduce --quick --out reports
 
-test: $(STAMP) $(REFERENCE_STAMP)
+test: $(STAMP) $(REFERENCE_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: $(STAMP) $(REFERENCE_STAMP)
+test-all: $(STAMP) $(REFERENCE_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP) $(REFERENCE_STAMP)
+bench: $(STAMP) $(REFERENCE_STAMP) $(NPM_STAMP)
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 lint: $(STAMP)

@@ -97,3 +97,28 @@ def test_export_onnx(tmp_path, capsys):
         return
     assert main(["models", "export", "pit_nano", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["resnet8", "pit_nano"])
+def test_export_onnx_matches_eager_logits_in_onnxruntime(tmp_path, capsys, name):
+    """`models export NAME --format onnx`, run in onnxruntime on a new batch size, gives eager PyTorch's logits
+    within 1e-4 (weights from a checkpoint, so that the eager model is the same one)."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from cuekit.train.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, img_size=32).eval()
+    save_weights(tmp_path / "w.safetensors", model, {"model": name, "num_classes": 5, "in_chans": 3, "img_size": 32})
+    out = tmp_path / f"{name}.onnx"
+    assert main(["models", "export", name, "--format", "onnx", "--checkpoint", str(tmp_path / "w.safetensors"),
+                 "--out", str(out)]) == 0
+    assert "not checked" not in capsys.readouterr().out
+    x = torch.randn(7, 3, 32, 32)
+    with torch.no_grad():
+        eager = model(x).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert got.shape == eager.shape == (7, 5)
+    print(f"{name}: max |onnxruntime - eager| = {abs(got - eager).max():.2e}")
+    assert abs(got - eager).max() < 1e-4

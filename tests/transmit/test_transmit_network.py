@@ -270,3 +270,78 @@ def test_a_negative_round_trip_delay_is_refused(packages):
 
     with pytest.raises(UsageError, match="round-trip"):
         create_app(packages, rtt=-1.0)
+
+
+def test_slow_disk_reads_do_not_block_the_event_loop(packages, monkeypatch):
+    """Every read of a file runs in a worker thread: with each read made to take 0.3 s (a slow disk), the
+    event loop keeps ticking, another client's listing is answered meanwhile, and the bytes arrive intact."""
+    import cuekit.transmit.server as server
+
+    real_read = server._read_at
+    reads = []
+
+    def slow_read(f, offset, size):
+        reads.append((offset, size))
+        time.sleep(0.3)
+        return real_read(f, offset, size)
+
+    monkeypatch.setattr(server, "_read_at", slow_read)
+    expected = (packages / "small" / "part-0.bin").read_bytes()
+
+    async def main():
+        srv = await start_server(packages, chunk_size=max(1, len(expected) // 3 + 1))
+        loop = asyncio.get_running_loop()
+        worst_lag = 0.0
+        stop = asyncio.Event()
+
+        async def ticker():
+            nonlocal worst_lag
+            while not stop.is_set():
+                t = loop.time()
+                await asyncio.sleep(0.01)
+                worst_lag = max(worst_lag, loop.time() - t - 0.01)
+
+        tick = asyncio.create_task(ticker())
+        try:
+            transfer = asyncio.create_task(raw_get(srv.port, "/small/part-0.bin"))
+            await asyncio.sleep(0.1)  # the transfer is inside its first slow read
+            t0 = time.perf_counter()
+            status, _, _ = await raw_get(srv.port, "/")
+            listing_s = time.perf_counter() - t0
+            assert status == 200
+            status, _, body = await transfer
+            return status, body, worst_lag, listing_s
+        finally:
+            stop.set()
+            await tick
+            await srv.stop()
+
+    status, body, worst_lag, listing_s = run_async(main(), 30)
+    assert status == 200 and body == expected and len(reads) >= 3
+    assert worst_lag < 0.2, f"the event loop stalled {worst_lag:.2f} s"
+    assert listing_s < 0.25, f"the listing waited {listing_s:.2f} s behind a slow read"
+
+
+def test_a_file_replaced_mid_transfer_is_sent_as_it_was(packages):
+    """A transfer reads through the handle opened for it: a file packed again (atomically replaced) meanwhile does
+    not mix into it."""
+    import os
+
+    old, new = os.urandom(200_000), os.urandom(200_000)
+    (packages / "small" / "big.bin").write_bytes(old)
+
+    async def main():
+        srv = await start_server(packages, rate_limit=400_000)
+        try:
+            transfer = asyncio.create_task(raw_get(srv.port, "/small/big.bin"))
+            await asyncio.sleep(0.15)
+            (packages / "small" / "big.bin.new").write_bytes(new)
+            os.replace(packages / "small" / "big.bin.new", packages / "small" / "big.bin")
+            first = await transfer
+            second = await raw_get(srv.port, "/small/big.bin")
+            return first, second
+        finally:
+            await srv.stop()
+
+    (status, hdrs, body), (_, hdrs2, body2) = run_async(main(), 30)
+    assert status == 200 and body == old and body2 == new and hdrs["etag"] != hdrs2["etag"]

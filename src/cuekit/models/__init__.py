@@ -4,10 +4,12 @@ from __future__ import annotations
 import importlib
 
 from cuekit.models.registry import (
+    check_model_arguments,
     checkpoint_metadata,
     create_model,
     list_models,
     load_checkpoint,
+    model_arguments,
     model_info,
     read_state_dict,
     register_model,
@@ -34,10 +36,12 @@ for _mod in _MODEL_MODULES:
             raise
 
 __all__ = [
+    "check_model_arguments",
     "checkpoint_metadata",
     "create_model",
     "list_models",
     "load_checkpoint",
+    "model_arguments",
     "model_info",
     "read_state_dict",
     "register_model",

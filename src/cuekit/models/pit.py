@@ -255,5 +255,6 @@ def _make_pit(base: str, distilled: bool, pooling: bool):
 for _base in PIT_CONFIGS:
     for _distilled, _pooling, _suffix in ((False, True, ""), (True, True, "_distilled"), (False, False, "_nopool")):
         _factory, _size, _what = _make_pit(_base, _distilled, _pooling)
-        register_model(f"{_base}{_suffix}", key_remap=pit_key_remap, family="pit", default_img_size=_size,
+        register_model(f"{_base}{_suffix}", key_remap=pit_key_remap, kwargs_to=PoolingTransformer, family="pit",
+                       default_img_size=_size,
                        distilled=_distilled, pooling=_pooling, description=_what)(_factory)

@@ -1,7 +1,10 @@
 """The one model registry: every model in cuekit is created by name through `create_model`."""
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import importlib
+import inspect
 import json
 import pickle
 import re
@@ -11,7 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from cuekit.errors import CheckpointError, UnknownChoiceError
+from cuekit.errors import CheckpointError, UnknownChoiceError, UsageError
 
 ModelFactory = Callable[..., nn.Module]
 KeyRemap = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -19,13 +22,17 @@ KeyRemap = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 _MODELS: dict[str, ModelFactory] = {}
 _MODEL_INFO: dict[str, dict] = {}
 _KEY_REMAPS: dict[str, KeyRemap] = {}
+_KWARGS_TO: dict[str, Callable | str] = {}
 
 
-def register_model(name: str | None = None, *, key_remap: KeyRemap | None = None, **info) -> Callable:
+def register_model(name: str | None = None, *, key_remap: KeyRemap | None = None,
+                   kwargs_to: Callable | str | None = None, **info) -> Callable:
     """Decorator: register `fn(num_classes=..., in_chans=..., img_size=..., **kw) -> nn.Module`.
 
-    `key_remap` maps foreign state-dict keys (e.g. timm's) onto ours; `info` is free metadata
-    (e.g. `family="pit"`, `default_img_size=224`).
+    `key_remap` maps foreign state-dict keys (e.g. timm's) onto ours; `kwargs_to` is what `fn` passes its
+    `**kw` on to (a class or function, or "module:name" imported when needed), so that `model_arguments`
+    can name every keyword the model takes; `info` is free metadata (e.g. `family="pit"`,
+    `default_img_size=224`).
     """
 
     def deco(fn: ModelFactory) -> ModelFactory:
@@ -36,6 +43,8 @@ def register_model(name: str | None = None, *, key_remap: KeyRemap | None = None
         _MODEL_INFO[key] = dict(info)
         if key_remap is not None:
             _KEY_REMAPS[key] = key_remap
+        if kwargs_to is not None:
+            _KWARGS_TO[key] = kwargs_to
         return fn
 
     return deco
@@ -67,6 +76,57 @@ def key_remap(name: str) -> KeyRemap | None:
     if name not in _MODELS:
         raise UnknownChoiceError("model", name, _MODELS)
     return _KEY_REMAPS.get(name)
+
+
+def _keyword_names(fn: Callable) -> tuple[set[str], bool]:
+    """The names `fn` takes by keyword, and whether it also takes **kwargs."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set(), True
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _resolve(target: Callable | str) -> Callable:
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return target
+
+
+def model_arguments(name: str) -> list[str]:
+    """Every keyword `create_model(name, ...)` passes on to the model, sorted: the factory's own parameters and,
+    when the factory forwards `**kw` (its `kwargs_to`), the parameters of what it forwards them to. A function
+    target that itself takes **kwargs and is annotated to return a class (torchvision's builders) adds that
+    class's parameters. Keywords outside this list are not passed to any constructor."""
+    _ensure_builtin_models()
+    if name not in _MODELS:
+        raise UnknownChoiceError("model", name, _MODELS)
+    names, var_kw = _keyword_names(_MODELS[name])
+    if var_kw and name in _KWARGS_TO:
+        target = _resolve(_KWARGS_TO[name])
+        more, target_var_kw = _keyword_names(target)
+        names |= more
+        returned = inspect.signature(target).return_annotation if not isinstance(target, type) else None
+        if target_var_kw and isinstance(returned, type):
+            names |= _keyword_names(returned)[0]
+    return sorted(names)
+
+
+def check_model_arguments(name: str, kwargs: Mapping[str, Any], where: str = "") -> None:
+    """Refuse (UsageError) keyword arguments that model `name` does not take (see `model_arguments`), and the
+    ones given separately (name, num_classes, in_chans, img_size, checkpoint) or that would fetch or load weights
+    (weights, pretrained); `where` prefixes the message."""
+    accepted = set(model_arguments(name)) - {"name", "num_classes", "in_chans", "img_size", "checkpoint", "weights",
+                                             "pretrained"}
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        close = difflib.get_close_matches(unknown[0], sorted(accepted), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UsageError(f"{prefix}model {name} takes no argument {', '.join(map(repr, unknown))} (it takes "
+                         f"{', '.join(sorted(accepted)) or 'no extra arguments'}){hint}")
 
 
 def create_model(

@@ -73,4 +73,4 @@ def _make(depth: int):
 
 
 for _d in (8, 14, 20, 32, 44, 56, 110):
-    register_model(f"resnet{_d}", family="resnet_cifar", default_img_size=32)(_make(_d))
+    register_model(f"resnet{_d}", kwargs_to=CifarResNet, family="resnet_cifar", default_img_size=32)(_make(_d))

@@ -664,7 +664,7 @@ def _register(name: str, config_fn, description: str, default_img_size: int, key
         return ReXNet(**{**cfg, **kw}, num_classes=num_classes, in_chans=in_chans)
 
     factory.__doc__ = description
-    register_model(name, key_remap=key_remap, family="rexnet", default_img_size=default_img_size,
+    register_model(name, key_remap=key_remap, kwargs_to=ReXNet, family="rexnet", default_img_size=default_img_size,
                    description=description)(factory)
 
 

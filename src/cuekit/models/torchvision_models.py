@@ -44,4 +44,5 @@ def torchvision_factory(arch: str, module: str = "torchvision.models", num_class
 
 
 for _arch in TORCHVISION_CLASSIFIERS:
-    register_model(_arch, family="torchvision", default_img_size=224)(torchvision_factory(_arch))
+    register_model(_arch, kwargs_to=f"torchvision.models:{_arch}", family="torchvision",
+                   default_img_size=224)(torchvision_factory(_arch))

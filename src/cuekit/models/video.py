@@ -55,14 +55,16 @@ class VideoCNN(nn.Module):
         return {n for n, p in self.named_parameters() if p.dim() <= 1}
 
 
-@register_model("video_cnn_small", family="video_cnn", input="video", default_img_size=32, default_frames=8)
+@register_model("video_cnn_small", kwargs_to=VideoCNN, family="video_cnn", input="video", default_img_size=32,
+                default_frames=8)
 def video_cnn_small(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None, **kw) -> VideoCNN:
     """Small 3D CNN (widths 16-32-64-128, ~0.3M parameters) for CPU-scale video experiments."""
     return VideoCNN(num_classes=num_classes, in_chans=in_chans, **kw)
 
 
 for _arch in TORCHVISION_VIDEO_MODELS:
-    register_model(_arch, family="torchvision_video", input="video", default_img_size=112,
+    register_model(_arch, kwargs_to=f"torchvision.models.video:{_arch}", family="torchvision_video", input="video",
+                   default_img_size=112,
                    default_frames=16)(torchvision_factory(_arch, "torchvision.models.video", num_classes=400,
                                                           conv_type=nn.Conv3d,
                                                           doc="video classifier, random init; load Kinetics "

@@ -243,4 +243,5 @@ def _make_vit(name: str):
 
 for _name in VIT_CONFIGS:
     _factory, _size = _make_vit(_name)
-    register_model(_name, family="vit", default_img_size=_size, description=_DESCRIPTIONS[_name])(_factory)
+    register_model(_name, kwargs_to=VisionTransformer, family="vit", default_img_size=_size,
+                   description=_DESCRIPTIONS[_name])(_factory)

@@ -1,4 +1,4 @@
-"""`cuekit transmit pack|serve|fetch`: progressive model transmission (Lee et al., ICMLA 2021)."""
+"""`cuekit transmit keygen|pack|verify|serve|fetch`: progressive model transmission (Lee et al., ICMLA 2021)."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "16 bits) and can predict before the download ends.")
     g = p.add_subparsers(dest="transmit_command", metavar="SUBCOMMAND")
 
+    kg = g.add_parser(
+        "keygen", help="make an Ed25519 key pair for signing packages",
+        description="Write NAME.key (the Ed25519 private key, PKCS#8 PEM, unencrypted, file mode 0600: keep it "
+        "secret) and NAME.pub (the public key as 64 hex characters: give it, or the file, to `fetch --trust` and "
+        "to the page). Existing files are not replaced without --force.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    kg.add_argument("--out", required=True, metavar="NAME", type=_key_name,
+                    help="path and name of the key pair, without extension (e.g. keys/release)")
+    kg.add_argument("--force", action="store_true", help="replace existing NAME.key and NAME.pub")
+    kg.set_defaults(func=_keygen)
+
     pk = g.add_parser(
         "pack", help="split a checkpoint into a manifest and bit-plane parts",
         description="Write DIR/manifest.json (model, tensors with shape, dtype, min, scale and bytes per part, "
@@ -27,12 +38,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     pk.add_argument("--full-precision-1d", action="store_true",
                     help="send tensors of at most one dimension (biases, normalisation parameters) whole at their "
                          "own precision in part 0 (our option, not the paper's)")
+    pk.add_argument("--sign", metavar="KEY", default=None,
+                    help="sign the manifest with this Ed25519 private key (a .key file from `transmit keygen`): "
+                         "writes DIR/manifest.sig (default: unsigned; an old manifest.sig in DIR is removed)")
+    pk.add_argument("--no-onnx", action="store_true",
+                    help="do not write DIR/model.onnx, the ONNX graph (weights as inputs) that the browser page of "
+                         "`transmit serve` runs; needs the onnx and onnxscript packages")
     pk.set_defaults(func=_pack)
+
+    vf = g.add_parser(
+        "verify", help="check a package folder: manifest hash, signature, every part's size and SHA-256",
+        description="Check DIR as a client would before loading it: the manifest's own hash (manifest_sha256), "
+        "with --trust its signature (manifest.sig) against that public key, and every part's size and SHA-256. "
+        "Exit code 2 at the first problem.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    vf.add_argument("dir", help="package folder")
+    vf.add_argument("--trust", metavar="PUBKEY", default=None,
+                    help="accept only a manifest signed by this Ed25519 public key (64 hex characters or a .pub file)")
+    vf.set_defaults(func=_verify)
 
     sv = g.add_parser(
         "serve", help="serve package folders over HTTP (Range, ETag, optional rate limit)",
         description="Serve every package below DIR (DIR itself or DIR/<name>/ holding a manifest.json) to any "
-        "number of clients at once. GET / lists the packages. Supports HTTP Range and ETag; paths outside DIR "
+        "number of clients at once. GET / lists the packages (JSON); in a browser it is a page that downloads a "
+        "package part by part, decodes it in JavaScript and predicts after every part with ONNX Runtime Web "
+        "(installed by `npm ci`). Supports HTTP Range and ETag; paths outside DIR "
         "are refused. --rate-mbit limits each transfer and --rtt-ms delays each answer, to demonstrate slow links. "
         "Stop with Ctrl-C.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -65,6 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "double from 0.25 s to at most 4 s (about 20 s in all, longer than a server restart)")
     ft.add_argument("--total-retries", type=int, default=50,
                     help="retries over the whole transfer (all parts), even when each brings new bytes")
+    ft.add_argument("--trust", metavar="PUBKEY", default=None,
+                    help="accept only a manifest signed by this Ed25519 public key (64 hex characters or a .pub "
+                         "file): an unsigned package, another key's signature or a manifest altered after signing "
+                         "is refused before any part is downloaded (default: signatures are not checked)")
     ft.add_argument("--device", default="cpu")
     ft.add_argument("--out", default=None, help="write results.json and results.txt here")
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -72,11 +106,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
+def _key_name(text: str) -> str:
+    """An argparse type: NAME of NAME.key / NAME.pub, not a folder, with an existing (or creatable) parent."""
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    if not text or text.endswith(("/", "\\")) or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a key name such as {text.rstrip('/')}/release "
+                                         "(NAME.key and NAME.pub are written)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, so no key can be made inside it")
+            break
+    return text
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from cuekit.transmit.signing import generate_keypair
+
+    key_path, pub_path, pub_hex = generate_keypair(args.out, overwrite=args.force)
+    print(f"private key {key_path} (mode 0600; keep it secret; sign with `transmit pack --sign {key_path}`)")
+    print(f"public key  {pub_path}: {pub_hex}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cuekit.io import format_table
+    from cuekit.transmit.package import HASH_FIELD, MANIFEST_NAME, ProgressiveDecoder, load_manifest
+    from cuekit.transmit.signing import SIGNATURE_NAME, parse_public_key
+
+    trusted = parse_public_key(args.trust) if args.trust is not None else None
+    folder = Path(args.dir)
+    man = load_manifest(folder, trust=trusted)
+    has_hash = HASH_FIELD in json.loads((folder / MANIFEST_NAME).read_bytes())
+    dec = ProgressiveDecoder(man)
+    for s, part in enumerate(man.parts):
+        try:
+            data = (folder / part.file).read_bytes()
+        except FileNotFoundError:
+            from cuekit.errors import DataError
+
+            raise DataError(f"part {s} ({part.file}) is missing from {folder}") from None
+        dec.verify(s, data)
+    if trusted is not None:
+        signature = f"verified: signed by {trusted.hex()}"
+    elif (folder / SIGNATURE_NAME).exists():
+        signature = "present, unverified (no --trust)"
+    else:
+        signature = "none"
+    print(format_table(["check", "result"], [
+        ["manifest_sha256", "matches" if has_hash else "absent (a manifest from an older cuekit)"],
+        ["signature", signature], ["parts", f"{len(man.parts)} of {len(man.parts)}: sizes and SHA-256 match"],
+        ["bytes", _fmt_bytes(man.total_bytes)]]))
+    return 0
+
+
 def _fmt_bytes(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def _pack(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from cuekit.io import format_table
@@ -84,7 +178,8 @@ def _pack(args: argparse.Namespace) -> int:
     from cuekit.transmit.package import MANIFEST_NAME, pack
 
     bits = parse_bits(args.bits)
-    man = pack(args.ckpt, args.out, bits, full_precision_1d=args.full_precision_1d)
+    man = pack(args.ckpt, args.out, bits, full_precision_1d=args.full_precision_1d, sign=args.sign,
+               onnx_graph=not args.no_onnx)
     cols = ["part", "file", "bits", "bytes", "sha256"]
     rows = [[s, p.file, b, p.bytes, p.sha256[:16]] for s, (p, b) in enumerate(zip(man.parts, man.stage_bits))]
     print(format_table(cols, rows))
@@ -93,6 +188,14 @@ def _pack(args: argparse.Namespace) -> int:
           f"parts {_fmt_bytes(man.total_bytes)} + manifest {_fmt_bytes(mbytes)}; "
           f"float32 file {_fmt_bytes(man.source['float32_bytes'])}, "
           f"float16 file {_fmt_bytes(man.source['float16_bytes'])} -> {args.out}")
+    if man.model.get("onnx"):
+        graph = man.model["onnx"]
+        print(f"ONNX graph for the browser page: {graph['file']} ({_fmt_bytes(graph['bytes'])})")
+    if args.sign:
+        from cuekit.transmit.signing import SIGNATURE_NAME
+
+        sig = json.loads((Path(args.out) / SIGNATURE_NAME).read_text())
+        print(f"signed: {SIGNATURE_NAME} by Ed25519 key {sig['public_key']}")
     return 0
 
 
@@ -128,23 +231,28 @@ def _fetch(args: argparse.Namespace) -> int:
     from cuekit.errors import UsageError
     from cuekit.io import format_table, write_results
     from cuekit.transmit.client import image_tensor, iter_stages
+    from cuekit.transmit.signing import parse_public_key
 
     if args.topk < 1:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
     if args.retries < 0 or args.total_retries < 0 or not args.timeout > 0:
         raise UsageError("--retries and --total-retries must be 0 or more and --timeout positive")
+    trusted = parse_public_key(args.trust) if args.trust is not None else None
     from torchvision import transforms  # noqa: F401
 
     import cuekit.models  # noqa: F401  (imported before the clock starts: stage times count no import)
     import cuekit.train  # noqa: F401
     rows, records = [], []
     with iter_stages(args.url, overlap=not args.no_overlap, max_parts=args.max_parts, timeout_s=args.timeout,
-                     retries=args.retries, max_total_retries=args.total_retries, device=args.device) as it:
+                     retries=args.retries, max_total_retries=args.total_retries, device=args.device,
+                     trust=trusted) as it:
         bar = None
         images, eval_set, names = None, None, None
         for stage in it:
             meta = stage.manifest.metadata
             if bar is None:
+                if trusted is not None:
+                    print(f"manifest signature verified: signed by the trusted key {trusted.hex()}", flush=True)
                 bar = tqdm(total=stage.num_parts if args.max_parts is None else min(args.max_parts, stage.num_parts),
                            desc="stages", unit="part", disable=args.no_progress, leave=False)
                 names = meta.get("class_names") or [str(i) for i in range(int(meta.get("num_classes", 0) or 0))]
@@ -188,7 +296,9 @@ def _fetch(args: argparse.Namespace) -> int:
     extra = ([f"pred {p}" for p in args.image] if args.image else (["acc"] if eval_set is not None else []))
     cols = ["stage", "bits", "received", "time_s", *extra]
     t0 = it.client.t_start or 0.0
-    result = {"url": args.url, "overlap": not args.no_overlap, "stages": records,
+    result = {"url": args.url, "overlap": not args.no_overlap,
+              "signature": {"verified": trusted is not None, "public_key": trusted.hex() if trusted else None},
+              "stages": records,
               "timeline": [{**e, "time": e["time"] - t0} for e in it.client.timeline]}
     print(write_results(args.out, result, cols, rows) if args.out else format_table(cols, rows))
     return 0

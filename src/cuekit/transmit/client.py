@@ -1,7 +1,10 @@
 """Client of progressive transmission: an approximate model after each part.
 
 `ProgressiveClient(url).stages()` is an async generator of `Stage`s (weights after 1, 2, ... parts).
-Every part is checked against the manifest's SHA-256 before anything is decoded from it; a broken
+With `trust=PUBKEY` the manifest must carry a valid Ed25519 signature (`manifest.sig`) by that key,
+checked before any part is requested (SignatureError otherwise); a manifest that carries its own hash
+(`manifest_sha256`) is checked against it. Every part is checked against the manifest's SHA-256 before
+anything is decoded from it; a broken
 download is resumed with an HTTP Range request (If-Range on the ETag); in overlap mode the parts
 keep downloading while the caller runs inference on the stage it holds. `iter_stages(url)` is the
 same as a plain (synchronous) iterator: the download runs in a background thread, so inference in
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import queue
 import re
 import threading
@@ -26,7 +28,16 @@ import torch
 from torch import Tensor, nn
 
 from cuekit.errors import CheckpointError, DataError, UsageError
-from cuekit.transmit.package import MANIFEST_NAME, IntegrityError, Manifest, ProgressiveDecoder, model_from_manifest
+from cuekit.transmit.package import (
+    MANIFEST_NAME,
+    IntegrityError,
+    Manifest,
+    ProgressiveDecoder,
+    check_manifest_model,
+    model_from_manifest,
+    parse_manifest,
+)
+from cuekit.transmit.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, TrustedKey, parse_public_key, verify_signature
 
 __all__ = ["ProgressiveClient", "Stage", "StageIterator", "image_tensor", "iter_stages", "package_base_url",
            "retry_delays"]
@@ -86,6 +97,10 @@ class _Retry(Exception):
     """A transient failure: try again (resuming)."""
 
 
+class _Absent(DataError):
+    """The server has no such file (HTTP 404 or 410)."""
+
+
 class ProgressiveClient:
     """Async client for one package URL; use as `async with ProgressiveClient(url) as c:`.
 
@@ -94,13 +109,18 @@ class ProgressiveClient:
     The client gives up after `retries` retries in a row without new bytes, or after `max_total_retries`
     retries over the whole transfer. A server whose sizes (Content-Length, Content-Range) disagree with the
     manifest is an error at once, never retried.
+
+    trust: a public key (64 hex characters, the path of a `.pub` file, or 32 bytes); the manifest is then
+    accepted only with a valid signature by that key (`manifest.sig`), checked before any part is requested.
     """
 
     def __init__(self, url: str, *, timeout_s: float = 30.0, retries: int = DEFAULT_RETRIES,
                  retry_delay_s: float = DEFAULT_RETRY_DELAY_S, max_retry_delay_s: float = DEFAULT_MAX_RETRY_DELAY_S,
                  max_total_retries: int = DEFAULT_MAX_TOTAL_RETRIES, chunk_size: int = 64 * 1024,
-                 device: str | torch.device = "cpu", session: Any = None):
+                 device: str | torch.device = "cpu", session: Any = None, trust: TrustedKey | None = None):
         self.base_url = package_base_url(url)
+        self.trusted_key = parse_public_key(trust) if trust is not None else None
+        self.signed_by: str | None = None        # hex of the trusted key once the manifest's signature is verified
         if retries < 0 or max_total_retries < 0 or not retry_delay_s >= 0 or not max_retry_delay_s >= 0:
             raise UsageError("retries and retry delays must be 0 or more")
         self.timeout_s, self.retries, self.max_total_retries = float(timeout_s), int(retries), int(max_total_retries)
@@ -176,7 +196,9 @@ class ProgressiveClient:
             if m is None or int(m.group(1)) != have:
                 raise _Retry(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
             return True
-        if r.status in (400, 401, 403, 404, 405, 410):
+        if r.status in (404, 410):
+            raise _Absent(f"GET {url}: HTTP {r.status} {r.reason}")
+        if r.status in (400, 401, 403, 405):
             raise DataError(f"GET {url}: HTTP {r.status} {r.reason}")
         if r.status == 416:  # the bytes we hold reach the end of the file the server has
             m = _UNSATISFIED_RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
@@ -250,11 +272,16 @@ class ProgressiveClient:
         if self.manifest is None:
             if self.t_start is None:
                 self.t_start = time.perf_counter()
-            raw = await self._get(self.base_url + MANIFEST_NAME, None, None, MAX_MANIFEST_BYTES)
-            try:
-                self.manifest = Manifest.from_json(json.loads(raw))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DataError(f"{self.base_url}{MANIFEST_NAME} is not valid JSON: {e}") from None
+            url = self.base_url + MANIFEST_NAME
+            raw = await self._get(url, None, None, MAX_MANIFEST_BYTES)
+            if self.trusted_key is not None:
+                try:
+                    sig = await self._get(self.base_url + SIGNATURE_NAME, None, None, MAX_SIGNATURE_BYTES)
+                except _Absent:
+                    sig = None
+                self.signed_by = verify_signature(raw, sig, self.trusted_key, url)
+                self._event("verified", None, public_key=self.signed_by)
+            self.manifest = parse_manifest(raw, url)
         return self.manifest
 
     async def download_part(self, index: int) -> bytes:
@@ -335,7 +362,10 @@ class ProgressiveClient:
     async def stages(self, overlap: bool = True, model: nn.Module | None = None, build_model: bool = True,
                      max_parts: int | None = None) -> AsyncIterator[Stage]:
         """Yield a `Stage` after each part; its weights are loaded into `model` (or into one model
-        built from the manifest when build_model; the same model object is updated stage by stage)."""
+        built from the manifest when build_model; the same model object is updated stage by stage).
+        The manifest's model arguments are checked before any part is requested."""
+        if model is None and build_model:
+            check_manifest_model(await self.fetch_manifest())
         async for s, state, t_ready in self.stage_states(overlap, max_parts):
             if model is None and build_model:
                 model = model_from_manifest(self.manifest, self.device)
@@ -376,6 +406,8 @@ class StageIterator:
             self._started.set()
             try:
                 async with self.client:
+                    if self.model is None and self.build_model:  # refuse unknown model arguments before any part
+                        check_manifest_model(await self.client.fetch_manifest())
                     async for item in self.client.stage_states(self.overlap, self.max_parts):
                         self._items.put(item)
                         if not self.overlap:

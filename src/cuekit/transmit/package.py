@@ -1,8 +1,10 @@
 """Progressive package on disk: `manifest.json` plus one file per part (`part-0.bin`, ...).
 
 The manifest (JSON) names the model and its metadata, the bit-width list, every tensor (shape,
-dtype, encoding, min, scale, bytes per part) and every part (file, bytes, SHA-256). Part s holds
-slice s of every tensor, concatenated in manifest order; raw tensors are whole in part 0.
+dtype, encoding, min, scale, bytes per part), every part (file, bytes, SHA-256) and its own hash
+(`manifest_sha256`, over its canonical JSON without that field). Part s holds slice s of every
+tensor, concatenated in manifest order; raw tensors are whole in part 0. A package may be signed:
+`manifest.sig` beside the manifest (see `cuekit.transmit.signing`).
 """
 from __future__ import annotations
 
@@ -26,13 +28,16 @@ from cuekit.transmit.codec import (
     encode_tensor,
     validate_bits,
 )
+from cuekit.transmit.signing import SIGNATURE_NAME, TrustedKey, load_private_key, sign_package, verify_signature
 
-__all__ = ["FORMAT", "MANIFEST_NAME", "IntegrityError", "Manifest", "ProgressiveDecoder", "load_manifest",
-           "pack", "pack_state_dict", "read_package_stage", "sha256_hex"]
+__all__ = ["FORMAT", "HASH_FIELD", "MANIFEST_NAME", "IntegrityError", "Manifest", "ProgressiveDecoder",
+           "canonical_json", "check_manifest_model", "load_manifest", "manifest_hash", "pack", "pack_state_dict",
+           "parse_manifest", "read_package_stage", "sha256_hex"]
 
 FORMAT = "cuekit-progressive"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+HASH_FIELD = "manifest_sha256"
 
 
 class IntegrityError(DataError):
@@ -42,6 +47,28 @@ class IntegrityError(DataError):
 def sha256_hex(data: bytes | memoryview) -> str:
     """Hex SHA-256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The canonical form a manifest's own hash covers: keys sorted, no spaces, non-ASCII kept, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def manifest_hash(d: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the manifest's canonical JSON without its `manifest_sha256` field."""
+    return sha256_hex(canonical_json({k: v for k, v in d.items() if k != HASH_FIELD}))
+
+
+def check_manifest_hash(d: Mapping[str, Any], where: str) -> None:
+    """IntegrityError when the manifest carries a `manifest_sha256` that is not its own hash (none: no check)."""
+    if HASH_FIELD not in d:
+        return
+    stated = d[HASH_FIELD]
+    got = manifest_hash(d)
+    if stated != got:
+        shown = f"{stated[:16]}..." if isinstance(stated, str) else repr(stated)
+        raise IntegrityError(f"{where} failed its own hash check (manifest_sha256 says {shown}, its content hashes "
+                             f"to {got[:16]}...): the manifest was altered or damaged; nothing was loaded from it")
 
 
 @dataclasses.dataclass
@@ -88,6 +115,12 @@ class Manifest:
             "tensors": [t.to_json() for t in self.tensors],
         }
 
+    def to_json_with_hash(self) -> dict:
+        """`to_json()` plus its own hash, `manifest_sha256` (what `pack` writes)."""
+        d = self.to_json()
+        d[HASH_FIELD] = manifest_hash(d)
+        return d
+
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Manifest":
         """Parse and check a manifest dict (DataError when malformed)."""
@@ -125,13 +158,17 @@ def _float_file_bytes(state: Mapping[str, Tensor], dtype: torch.dtype) -> int:
 
 def pack_state_dict(state: Mapping[str, Tensor], out_dir: str | Path, bits: Sequence[int] = DEFAULT_BITS, *,
                     full_precision_1d: bool = False, model: Mapping[str, Any] | None = None,
-                    metadata: Mapping[str, Any] | None = None, source: Mapping[str, Any] | None = None) -> Manifest:
+                    metadata: Mapping[str, Any] | None = None, source: Mapping[str, Any] | None = None,
+                    sign: str | Path | Any = None) -> Manifest:
     """Write a progressive package of `state` into out_dir and return its manifest.
 
     full_precision_1d: send tensors with at most one dimension (biases, normalisation weights and
     running statistics) whole, in their own dtype, in part 0 (our option; the paper quantises all).
+    sign: an Ed25519 private key (object, or the path of a `.key` file) to sign the manifest with
+    (`manifest.sig`); without it any old `manifest.sig` in out_dir is removed.
     """
     bits = validate_bits(bits)
+    signing_key = load_private_key(sign) if isinstance(sign, (str, Path)) else sign  # a bad key fails first
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries: list[TensorEntry] = []
@@ -156,15 +193,24 @@ def pack_state_dict(state: Mapping[str, Tensor], out_dir: str | Path, bits: Sequ
     manifest = Manifest(bits=bits, tensors=entries, parts=parts, model=dict(model or {}),
                         metadata=dict(metadata or {}), source=src)
     # Compact JSON (its size counts against the transfer); written last: a package is complete once it exists.
-    atomic_write_text(out_dir / MANIFEST_NAME, json.dumps(manifest.to_json(), separators=(",", ":")))
+    # A signature of an earlier manifest in this folder would no longer match: it goes first.
+    (out_dir / SIGNATURE_NAME).unlink(missing_ok=True)
+    atomic_write_text(out_dir / MANIFEST_NAME,
+                      json.dumps(manifest.to_json_with_hash(), separators=(",", ":")))
+    if sign is not None:
+        sign_package(out_dir, signing_key)
     return manifest
 
 
 def pack(ckpt: str | Path, out_dir: str | Path, bits: Sequence[int] = DEFAULT_BITS, *,
-         full_precision_1d: bool = False) -> Manifest:
-    """Pack a checkpoint (a `model.safetensors` written by `cuekit train`, or any state dict file)."""
+         full_precision_1d: bool = False, sign: str | Path | Any = None, onnx_graph: bool = False) -> Manifest:
+    """Pack a checkpoint (a `model.safetensors` written by `cuekit train`, or any state dict file); `sign`: a
+    private key (or `.key` path) to sign the manifest with; `onnx_graph`: also write `model.onnx`, the graph
+    the browser page runs (weights as inputs; `cuekit.transmit.onnx_graph`), named in the manifest's model entry."""
     from cuekit.models.registry import read_state_dict
 
+    if isinstance(sign, (str, Path)):
+        sign = load_private_key(sign)  # a bad key fails before any work
     ckpt = Path(ckpt)
     state, raw_meta = read_state_dict(ckpt)
     if not state:
@@ -179,21 +225,46 @@ def pack(ckpt: str | Path, out_dir: str | Path, bits: Sequence[int] = DEFAULT_BI
                  "img_size": meta.get("img_size"),
                  "model_kwargs": (meta.get("config") or {}).get("model_kwargs", {}) or {}}
     source = {"file": ckpt.name, "file_bytes": ckpt.stat().st_size}
+    if onnx_graph:
+        from cuekit.transmit.onnx_graph import with_graph
+
+        model = with_graph(state, model, out_dir)
     return pack_state_dict(state, out_dir, bits, full_precision_1d=full_precision_1d, model=model,
-                           metadata=meta, source=source)
+                           metadata=meta, source=source, sign=sign)
 
 
-def load_manifest(package_dir: str | Path) -> Manifest:
-    """Read the manifest of a package folder."""
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """Parse a manifest file's bytes: JSON, its own hash when it carries one (IntegrityError naming `where`),
+    then its fields (DataError)."""
+    try:
+        d = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{where} is not valid JSON: {e}") from None
+    if isinstance(d, Mapping):
+        check_manifest_hash(d, where)
+    return Manifest.from_json(d)
+
+
+def load_manifest(package_dir: str | Path, trust: TrustedKey | None = None) -> Manifest:
+    """Read the manifest of a package folder; with `trust` (a public key: 64 hex, a .pub file or 32 bytes), only
+    a manifest signed by that key (`manifest.sig`) is accepted (SignatureError otherwise)."""
     path = Path(package_dir) / MANIFEST_NAME
     try:
-        d = json.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"no {MANIFEST_NAME} in {package_dir}: not a progressive package "
                         "(run `cuekit transmit pack`)") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except OSError as e:
         raise DataError(f"cannot read {path}: {e}") from None
-    return Manifest.from_json(d)
+    if trust is not None:
+        try:
+            sig = (Path(package_dir) / SIGNATURE_NAME).read_bytes()
+        except FileNotFoundError:
+            sig = None
+        except OSError as e:
+            raise DataError(f"cannot read {Path(package_dir) / SIGNATURE_NAME}: {e}") from None
+        verify_signature(raw, sig, trust, str(path))
+    return parse_manifest(raw, str(path))
 
 
 class ProgressiveDecoder:
@@ -239,10 +310,12 @@ class ProgressiveDecoder:
         return self._stage.tensors()
 
 
-def read_package_stage(package_dir: str | Path, num_parts: int | None = None) -> dict[str, Tensor]:
-    """Decode a local package after its first `num_parts` parts (all by default), verifying each."""
+def read_package_stage(package_dir: str | Path, num_parts: int | None = None,
+                       trust: TrustedKey | None = None) -> dict[str, Tensor]:
+    """Decode a local package after its first `num_parts` parts (all by default), verifying each (and the
+    manifest's signature against `trust` when given)."""
     package_dir = Path(package_dir)
-    manifest = load_manifest(package_dir)
+    manifest = load_manifest(package_dir, trust=trust)
     n = manifest.num_parts if num_parts is None else num_parts
     if not 1 <= n <= manifest.num_parts:
         raise DataError(f"num_parts must be in 1..{manifest.num_parts}, got {n}")
@@ -252,13 +325,48 @@ def read_package_stage(package_dir: str | Path, num_parts: int | None = None) ->
     return dec.state_dict()
 
 
-def model_from_manifest(manifest: Manifest, device: str | torch.device = "cpu") -> torch.nn.Module | None:
-    """A fresh model of the architecture the manifest names (None when it names none)."""
+def check_manifest_model(manifest: Manifest) -> dict[str, Any] | None:
+    """The manifest's model entry checked against this cuekit's registry before anything is built from it:
+    a registered name, integer sizes, and constructor arguments the model's signature names (unknown ones
+    are refused, DataError). Returns the create_model arguments (None when the manifest names no model)."""
     info = manifest.model
     if not info.get("name"):
         return None
+    from cuekit.models.registry import check_model_arguments, list_models
+
+    name = info["name"]
+    if not isinstance(name, str) or name not in list_models():
+        raise DataError(f"the manifest names model {name!r}, which this cuekit does not have; fetch the state "
+                        "dict alone (build_model=False) or update cuekit")
+    kwargs = info.get("model_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise DataError(f"the manifest's model_kwargs must be an object, got {type(kwargs).__name__}")
+    try:
+        check_model_arguments(name, kwargs, where="manifest")
+    except UsageError as e:
+        raise DataError(str(e)) from None
+    args: dict[str, Any] = {}
+    for key, default in (("num_classes", None), ("in_chans", 3), ("img_size", None)):
+        value = info.get(key, default)
+        if value is None and key != "img_size":
+            raise DataError(f"the manifest's model entry has no {key}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DataError(f"the manifest's model {key} must be a positive integer, got {value!r}")
+        args[key] = value
+    return {"name": name, **args, **kwargs}
+
+
+def model_from_manifest(manifest: Manifest, device: str | torch.device = "cpu") -> torch.nn.Module | None:
+    """A fresh model of the architecture the manifest names (None when it names none); its arguments are
+    checked first (`check_manifest_model`)."""
+    args = check_manifest_model(manifest)
+    if args is None:
+        return None
     from cuekit.models.registry import create_model
 
-    model = create_model(info["name"], num_classes=int(info["num_classes"]), in_chans=int(info.get("in_chans", 3)),
-                         img_size=info.get("img_size"), **(info.get("model_kwargs") or {}))
+    try:
+        model = create_model(**args)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"cannot build model {args['name']} from the manifest's arguments: "
+                        f"{' '.join(str(e).split())}") from None
     return model.to(device).eval()

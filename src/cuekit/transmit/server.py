@@ -1,9 +1,12 @@
 """HTTP server for progressive packages (aiohttp): many packages, many clients, Range and ETag.
 
 Serves every file below one root folder (`GET /<package>/manifest.json`, `GET /<package>/part-3.bin`)
-and a JSON list of the packages at `GET /`. Paths that leave the root (`..`, symbolic links that
+and a JSON list of the packages at `GET /` (to a browser, `GET /` is the page of
+`cuekit.transmit.web`, whose files are under `/_cuekit/`). Paths that leave the root (`..`, symbolic links that
 point outside, hidden files) are refused with 403. An optional rate limit (bytes per second per
-response) imitates a slow link. The server does not import torch.
+response) imitates a slow link. Every file-system call (resolving a path, stat, listing, open, read)
+runs in a worker thread, so a slow disk never stalls the event loop and the other transfers. The
+server does not import torch.
 """
 from __future__ import annotations
 
@@ -22,12 +25,14 @@ from typing import Any
 from aiohttp import web
 
 from cuekit.errors import UsageError
+from cuekit.transmit.web import ORT_DIR_KEY, add_page_routes, install_hint, page_response, wants_page
 
 __all__ = ["RunningServer", "ServerThread", "create_app", "find_packages", "parse_range", "serve_forever",
            "start_server"]
 
 MANIFEST_NAME = "manifest.json"
-DEFAULT_CHUNK = 64 * 1024
+SIGNATURE_NAME = "manifest.sig"
+DEFAULT_CHUNK = 256 * 1024  # bytes per read (in a worker thread) and write; 64 KiB halved loopback throughput
 STATS_KEY = web.AppKey("cuekit_transmit_stats", dict)
 ROOT_KEY = web.AppKey("cuekit_transmit_root", Path)
 RATE_KEY = web.AppKey("cuekit_transmit_rate", object)     # float bytes/s or None
@@ -97,28 +102,53 @@ def _record(request: web.Request, status: int, start: int, sent: int) -> None:
                             "time": time.perf_counter()})
 
 
+def _lookup(root: Path, rel: str, raw_path: str) -> tuple[str, Any]:
+    """What a request names, found with blocking file-system calls (run in a worker thread):
+    ("list", package names), ("dir", None), ("missing", None) or ("file", (path, stat))."""
+    target = _safe_target(root, rel, raw_path)
+    if target == root:
+        return "list", find_packages(root)
+    if target.is_dir():
+        return "dir", None
+    try:
+        return "file", (target, target.stat())
+    except OSError:
+        return "missing", None
+
+
+def _read_at(f: Any, offset: int, size: int) -> bytes:
+    """Up to `size` bytes of open file `f` from `offset` (run in a worker thread)."""
+    f.seek(offset)
+    return f.read(size)
+
+
 async def _handle(request: web.Request) -> web.StreamResponse:
     if request.app[DELAY_KEY] > 0:  # the request's way in and the first byte's way back
         await asyncio.sleep(request.app[DELAY_KEY])
     root: Path = request.app[ROOT_KEY]
     rel = request.match_info.get("path", "")
-    target = _safe_target(root, rel, request.raw_path)
-    if target == root or target.is_dir():
-        if target != root:
-            raise web.HTTPNotFound(text="not a file\n")
-        packages = find_packages(root)
+    loop = asyncio.get_running_loop()
+    kind, found = await loop.run_in_executor(None, _lookup, root, rel, request.raw_path)
+    if kind == "list":
+        if wants_page(request):  # a browser: the page (cuekit.transmit.web); other clients: the JSON list
+            _record(request, 200, 0, 0)
+            return page_response()
         body = {"packages": [{"name": name or ".", "url": f"/{name}/" if name else "/",
                               "manifest": f"/{name}/{MANIFEST_NAME}" if name else f"/{MANIFEST_NAME}"}
-                             for name in packages]}
+                             for name in found]}
         _record(request, 200, 0, 0)
         return web.json_response(body)
-    try:
-        st = target.stat()
-    except OSError:
-        raise web.HTTPNotFound(text="no such file\n") from None
+    if kind == "dir":
+        raise web.HTTPNotFound(text="not a file\n")
+    if kind == "missing":
+        raise web.HTTPNotFound(text="no such file\n")
+    target, st = found
     size = st.st_size
     etag = f'"{size:x}-{st.st_mtime_ns:x}"'
-    ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    if target.name == SIGNATURE_NAME:
+        ctype = "application/json"
+    else:
+        ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "no-cache", "Content-Type": ctype}
     inm = request.headers.get("If-None-Match")
     if inm is not None and etag in [t.strip() for t in inm.split(",")]:
@@ -136,33 +166,55 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         if rng is not None:
             start, end, status = rng[0], rng[1], 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    if request.method != "HEAD":
+        # Opened before the headers go out: a file that vanished since its stat is still a 404. The open file is
+        # read to the end even when the package is packed again meanwhile (the ETag names this version).
+        try:
+            f = await loop.run_in_executor(None, open, target, "rb")
+        except OSError:
+            raise web.HTTPNotFound(text="no such file\n") from None
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
-    await resp.prepare(request)
     sent = 0
     if request.method != "HEAD":
         rate = request.app[RATE_KEY]
         chunk = request.app[CHUNK_KEY] if not rate else max(1024, min(request.app[CHUNK_KEY], int(rate / 50)))
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        reading: asyncio.Future | None = None  # the next chunk's read, in a worker thread while this one is sent
+        offset, to_read, asked = start, end - start, 0
+
+        def read_next() -> asyncio.Future | None:
+            nonlocal offset, to_read, asked
+            if to_read <= 0:
+                return None
+            asked = min(chunk, to_read)
+            future = loop.run_in_executor(None, _read_at, f, offset, asked)
+            offset += asked
+            to_read -= asked
+            return future
+
         try:
-            with open(target, "rb") as f:
-                f.seek(start)
-                remaining = end - start
-                while remaining > 0:
-                    data = f.read(min(chunk, remaining))
-                    if not data:
-                        break
+            await resp.prepare(request)
+            t0 = loop.time()
+            reading = read_next()
+            while reading is not None:
+                data = await asyncio.shield(reading)  # a cancelled handler leaves the read to finish
+                complete = len(data) == asked
+                reading = read_next() if complete else None  # a short read: the file shrank, stop after it
+                if data:
                     await resp.write(data)
                     sent += len(data)
-                    remaining -= len(data)
-                    if rate:
-                        delay = t0 + sent / rate - loop.time()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
+                if rate:
+                    delay = t0 + sent / rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
         finally:
             _record(request, status, start, sent)
+            if reading is not None:  # stopped with a read issued: close the file once that read has returned
+                reading.add_done_callback(lambda fut: (fut.cancelled() or fut.exception(), f.close()))
+            else:
+                f.close()
     else:
+        await resp.prepare(request)
         _record(request, status, start, 0)
     await resp.write_eof()
     return resp
@@ -185,6 +237,7 @@ def create_app(root: str | Path, rate_limit: float | None = None, chunk_size: in
     app[RATE_KEY] = rate_limit
     app[CHUNK_KEY] = int(chunk_size)
     app[DELAY_KEY] = float(rtt)
+    add_page_routes(app)  # the browser client's files under /_cuekit/ (before the catch-all route)
     app.router.add_get("/{path:.*}", _handle)
     return app
 
@@ -317,7 +370,7 @@ def serve_forever(root: str | Path, host: str = "127.0.0.1", port: int = 8000, r
     async def main() -> None:
         server = await start_server(root, host, port, rate_limit, rtt=rtt)
         base = server.url
-        packages = find_packages(Path(root).resolve())
+        packages = await asyncio.to_thread(find_packages, Path(root).resolve())
         limit = f", rate limit {rate_limit * 8 / 1e6:g} Mbit/s per transfer" if rate_limit else ""
         limit += f", {rtt * 1000:g} ms added round trip per request" if rtt else ""
         print(f"serving {len(packages)} package(s) from {root} at {base}{limit} (Ctrl-C to stop)", flush=True)
@@ -325,6 +378,8 @@ def serve_forever(root: str | Path, host: str = "127.0.0.1", port: int = 8000, r
             print(f"  {base}{name + '/' if name else ''}", flush=True)
         if not packages:
             print("  (no manifest.json found yet; run `cuekit transmit pack CKPT --out DIR/NAME`)", flush=True)
+        print(f"page: open {base} in a browser" + ("" if server.app[ORT_DIR_KEY] else
+              f" (it cannot run models yet: ONNX Runtime Web is missing. {install_hint()})"), flush=True)
         try:
             await asyncio.Event().wait()
         finally:
