@@ -124,6 +124,8 @@ BAD_INPUTS = [
      "argument --device"),
     ("relabel generate", ["--teacher", "{img_ckpt}", "--out", "{tmp}/l", "--workers", "-1"], "argument --workers"),
     ("relabel show", ["{tmp}/missing"], "no label maps"),
+    ("relabel check", ["{tmp}", "--gt", "{tmp}/missing"], "metadata folder not found"),
+    ("relabel check", ["{tmp}", "--gt", "{tmp}", "--limit", "-1"], "--limit must be >= 0"),
     ("robustness", [], "`cuekit robustness` needs a subcommand"),
     ("robustness bench", ["--device", NO_SUCH_CUDA, *BENCH_TINY], "argument --device"),
     ("robustness bench", ["--out", "{file}", *BENCH_TINY], "is an existing file"),

@@ -8,7 +8,8 @@ from cuekit.data.registry import DataBundle, create_dataset, list_datasets, mate
 __all__ = ["DataBundle", "create_dataset", "list_datasets", "materialise", "register_dataset"]
 
 # Modules that register datasets on import; an area's module not written yet is skipped.
-for _mod in ("folders", "dsprites", "shapes_loc", "multi_shapes", "moving_shapes", "video_folders"):
+for _mod in ("folders", "dsprites", "shapes_loc", "multi_shapes", "moving_shapes", "video_folders",
+             "video_annotations", "corrupted_sets", "wsol_sets"):
     _full = f"{__name__}.{_mod}"
     try:
         importlib.import_module(_full)

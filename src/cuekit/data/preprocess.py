@@ -29,7 +29,8 @@ def load_image_tensor(path: str | Path, metadata: dict) -> Tensor:
 
 def load_clip_tensor(path: str | Path, metadata: dict) -> Tensor:
     """A video file or a folder of frames as a video model's input (1, C, T, H, W): the centre clip of
-    `frames` frames (stride 2, less for a short video), centre crop, normalised as the checkpoint's metadata says."""
+    `frames` frames (the checkpoint's stride, else 2; less for a short video), centre crop, normalised as the
+    checkpoint's metadata says."""
     from cuekit.data.video_folders import DEFAULT_STRIDE, RESIZE_RATIO, VIDEO_EXTENSIONS, VideoClipDataset
     from cuekit.errors import UsageError
 
@@ -38,7 +39,8 @@ def load_clip_tensor(path: str | Path, metadata: dict) -> Tensor:
         raise UsageError(f"{path}: this checkpoint is a video model; give video files "
                          f"({' '.join(VIDEO_EXTENSIONS)}) or folders of frame images")
     chans = int(metadata.get("in_chans", 3))
-    clips = VideoClipDataset([(str(p), 0)], frames=int(metadata["frames"]), stride=DEFAULT_STRIDE,
+    clips = VideoClipDataset([(str(p), 0)], frames=int(metadata["frames"]),
+                             stride=int(metadata.get("stride") or DEFAULT_STRIDE),
                              img_size=int(metadata.get("img_size") or 112), train=False,
                              mean=list(metadata.get("mean") or [0.0] * chans)[:chans],
                              std=list(metadata.get("std") or [1.0] * chans)[:chans],

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from torch.utils.data import Dataset
 
@@ -25,6 +25,7 @@ class DataBundle:
     name: str = ""
     resize_ratio: float = 1.0  # eval preprocessing: resize shorter side to img_size * ratio, centre-crop
     frames: int | None = None  # video data: frames per clip; samples are (C, T, H, W) clips
+    eval_only: str | None = None  # why this data is for evaluation only (e.g. CIFAR-C); training refuses it
 
 
 def materialise(bundle: DataBundle) -> DataBundle:
@@ -55,7 +56,9 @@ def register_dataset(name: str, video: bool = False) -> Callable[[DatasetBuilder
 
     `path` is what follows "name:" in the spec (None when absent); the builder returns a
     DataBundle and raises cuekit.errors.DataError / UnknownChoiceError on bad input. A video
-    dataset's builder also takes `frames` (clip length, None: its default).
+    dataset's builder also takes `frames` (clip length, None: its default). A builder may take further
+    keyword options (e.g. `split`, `stride`, `flip`): `create_dataset` passes each set one to the builders
+    that name it and refuses it for the others.
     """
 
     def deco(fn: DatasetBuilder) -> DatasetBuilder:
@@ -94,11 +97,15 @@ def create_dataset(
     seed: int = 0,
     val_split: float = 0.1,
     frames: int | None = None,
+    **options: Any,
 ) -> DataBundle:
     """Build the train/val splits of a dataset spec such as "dsprites" or "folder:/data/imgs".
 
     train_size=None means the dataset's default (all of a real dataset; 20,000 for dsprites).
     frames: clip length of a video dataset (None: the dataset's default); an image dataset refuses it.
+    options: settings only some datasets take (e.g. split=2 for ucf101, stride=4 / flip=False for video files),
+    passed to the builders whose signature names them; None means unset; a set one that the dataset does not
+    take is a UsageError naming the datasets that do.
     """
     _ensure_builtin()
     name, _, path = spec.partition(":")
@@ -110,12 +117,27 @@ def create_dataset(
     elif frames is not None:
         raise UsageError(f"--frames is for video datasets; {name!r} is an image dataset "
                          f"(video: {', '.join(sorted(_VIDEO_DATASETS)) or 'none'})")
+    for key, value in options.items():
+        if value is None:
+            continue
+        if not _takes(_DATASETS[name], key):
+            takers = sorted(n for n, fn in _DATASETS.items() if _takes(fn, key))
+            flag = "--flip / --no-flip" if key == "flip" else "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to {name!r} data; it applies to: {', '.join(takers) or 'none'}")
+        extra[key] = value
     bundle = _DATASETS[name](
         path or None, task=task, img_size=img_size, train_size=train_size, val_size=val_size,
         seed=seed, val_split=val_split, **extra,
     )
     bundle.name = spec
     return bundle
+
+
+def _takes(fn: DatasetBuilder, key: str) -> bool:
+    """Whether a dataset builder takes the keyword option `key`."""
+    import inspect
+
+    return key in inspect.signature(fn).parameters
 
 
 def is_video_dataset(spec: str) -> bool:
@@ -159,10 +181,13 @@ def check_model_fits_data(model_name: str | None, data: str | DataBundle) -> Non
 
 
 def check_training_data(data: DataBundle, model_name: str | None = None) -> None:
-    """Refuse data a classifier cannot learn from: fewer than two classes (DataError), or the wrong kind of
-    data for a registered model (UsageError, see `check_model_fits_data`)."""
+    """Refuse data a classifier cannot learn from: evaluation-only data such as CIFAR-C (UsageError), fewer than
+    two classes (DataError), or the wrong kind of data for a registered model (UsageError, see
+    `check_model_fits_data`)."""
     from cuekit.errors import DataError
 
+    if data.eval_only:
+        raise UsageError(f"{data.name or 'the data'} is {data.eval_only}")
     if data.num_classes < 2:
         names = ", ".join(map(str, data.class_names)) or "none"
         classes = f"{data.num_classes} class" + ("" if data.num_classes == 1 else "es")

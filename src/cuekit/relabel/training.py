@@ -55,13 +55,13 @@ class ReLabelDataset(Dataset):
 
     def __init__(self, images: Dataset, maps: LabelMapStore | OriginalLabelMaps, size: int,
                  names: Sequence[str] | None = None, scale: tuple[float, float] = (0.08, 1.0),
-                 flip_prob: float = 0.5, seed: int = 0):
+                 flip_prob: float = 0.5, seed: int = 0, transpose: bool = False):
         if names is None and len(maps) != len(images):
             raise UsageError(f"the label maps hold {len(maps)} images but the training set has {len(images)}: "
                              "generate them from the same data, --train-size and --seed")
         self.images, self.maps, self.names = images, maps, names
         self.crop = RandomResizedCropWithBox(size, scale=scale, flip_prob=flip_prob, rng=random.Random(seed))
-        self.seed = seed
+        self.seed, self.transpose = seed, transpose
 
     def __len__(self) -> int:
         return len(self.images)
@@ -69,6 +69,8 @@ class ReLabelDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         image = self.images[i][0]
         scores, indices = self.maps.get(self.names[i]) if self.names is not None else self.maps[i]
+        if self.transpose:  # maps stored with rows = x (see `cuekit relabel check`)
+            scores, indices = scores.transpose(-1, -2), indices.transpose(-1, -2)
         self.crop.rng.seed(int(torch.randint(0, 2**62, (1,))))  # torch's RNG: seeded per run and per worker
         crop, box, flipped = self.crop(image)
         return crop, pack(box, flipped, scores, indices)
@@ -87,17 +89,27 @@ class ReLabelTargets:
 
     def __init__(self, num_classes: int, topk: int, map_size: Sequence[int], mode: str = "original",
                  cutmix_alpha: float | None = None, seed: int = 0, partner_target: str = "crop",
-                 localized: bool = True):
+                 localized: bool = True, transposed: bool = False):
         self.num_classes, self.topk, self.map_size = num_classes, topk, tuple(map_size)
         self.mode, self.cutmix_alpha = mode, cutmix_alpha
         self.partner_target, self.localized = partner_target, localized
+        self.transposed = transposed  # recorded only: the dataset transposes the maps it reads
         import numpy as np
 
         self.rng = np.random.default_rng(seed)
+        self.regularize = True
+
+    def set_regularization(self, on: bool) -> None:
+        """CutMix on or off (the engine's --reg-off-epochs: ReLabel's recipe turns it off for the last epochs);
+        LabelPooling always runs."""
+        self.regularize = bool(on)
 
     def _settings(self) -> dict:
-        return {"mode": self.mode, "cutmix_alpha": self.cutmix_alpha, "partner_target": self.partner_target,
-                "localized": self.localized}
+        settings = {"mode": self.mode, "cutmix_alpha": self.cutmix_alpha, "partner_target": self.partner_target,
+                    "localized": self.localized}
+        if self.transposed:  # absent when off, so runs saved before the option existed resume unchanged
+            settings["transposed"] = True
+        return settings
 
     def state_dict(self) -> dict:
         """The CutMix random state and the settings (JSON-able), for an exact resume of a training run."""
@@ -110,9 +122,11 @@ class ReLabelTargets:
         from cuekit.augment.mix import set_generator_state
 
         flags = {"mode": "--relabel-mode", "cutmix_alpha": "--relabel-cutmix",
-                 "partner_target": "--relabel-cutmix-target", "localized": "localized"}
-        for key, was in state.get("settings", {}).items():
-            now = self._settings().get(key)
+                 "partner_target": "--relabel-cutmix-target", "localized": "localized",
+                 "transposed": "--relabel-transpose"}
+        saved, current = state.get("settings", {}), self._settings()
+        for key in [*saved, *([] if "transposed" in saved else ["transposed"])]:  # transposed: absent means off
+            was, now = saved.get(key, False), current.get(key, False if key == "transposed" else None)
             if was != now:
                 raise UsageError(f"the run was trained with {flags.get(key, key)} {was}, not {now}: resume it with "
                                  "the same ReLabel settings")
@@ -122,7 +136,7 @@ class ReLabelTargets:
         boxes, flips, scores, indices = unpack(packed, self.topk, self.map_size)
         if not self.localized:  # the whole image, in any frame: a full box is its own mirror image
             boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=boxes.device).expand_as(boxes)
-        if self.cutmix_alpha:
+        if self.cutmix_alpha and self.regularize:
             return relabel_cutmix(x, scores, indices, boxes, flips, self.num_classes, self.cutmix_alpha,
                                   rng=self.rng, mode=self.mode, partner_target=self.partner_target)
         return x, label_pooling(scores, indices, boxes, self.num_classes, flips, mode=self.mode)
@@ -161,12 +175,14 @@ def _folder_train(train: Dataset) -> tuple[list[tuple[str, int]], Path] | None:
 
 
 def relabel_training(cfg, relabel_dir: str | Path, mode: str = "original", cutmix_alpha: float | None = None,
-                     scale: tuple[float, float] = (0.08, 1.0), partner_target: str = "crop"):
+                     scale: tuple[float, float] = (0.08, 1.0), partner_target: str = "crop", transpose: bool = False):
     """For `cuekit train --relabel DIR`: -> (DataBundle with ReLabel crops as its train split, batch transform).
 
     cfg: the TrainConfig (its data, task, sizes and seed build the dataset). Built-in data is matched
     to the maps by position (generate them with the same --data, --train-size and --seed); folder
     data by image path, for maps written by `cuekit relabel generate --data DIR` or the original release.
+    transpose: read every map transposed (rows = x), for maps that `cuekit relabel check` finds stored in
+    the other order.
     """
     import dataclasses
 
@@ -192,16 +208,18 @@ def relabel_training(cfg, relabel_dir: str | Path, mode: str = "original", cutmi
         else:
             names = [p for p, _ in samples]
         images: Dataset = _FolderImages(samples, bundle.mean, bundle.std)
-        train = ReLabelDataset(images, maps, size, names=names, scale=scale, seed=cfg.seed)
+        train = ReLabelDataset(images, maps, size, names=names, scale=scale, seed=cfg.seed, transpose=transpose)
     else:
         if not isinstance(maps, LabelMapStore):
             raise UsageError("built-in data needs label maps from `cuekit relabel generate`")
-        train = ReLabelDataset(bundle.train, maps, size, scale=scale, seed=cfg.seed)
+        train = ReLabelDataset(bundle.train, maps, size, scale=scale, seed=cfg.seed, transpose=transpose)
     if isinstance(maps, LabelMapStore):
         topk, map_size = maps.topk, maps.map_size
     else:
         probe = maps.get(samples[0][0])[0]
         topk, map_size = probe.shape[0], tuple(probe.shape[1:])
+    if transpose:
+        map_size = (map_size[1], map_size[0])
     transform = ReLabelTargets(bundle.num_classes, topk, map_size, mode=mode, cutmix_alpha=cutmix_alpha,
-                               seed=cfg.seed, partner_target=partner_target)
+                               seed=cfg.seed, partner_target=partner_target, transposed=transpose)
     return dataclasses.replace(bundle, train=train), transform

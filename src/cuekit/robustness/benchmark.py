@@ -2,13 +2,17 @@
 
 `RobustnessSuite` holds the evaluation sets (clean, corrupted, OOD, occluded), built once in
 pixel space ([0, 1]) and normalised for the model on the fly, and `evaluate(model)` returns clean
-accuracy, mean confidence, NLL, ECE, MCE, Brier and the reliability bins; accuracy per corruption
-and severity; MSP OOD detection per OOD set; FGSM accuracy per epsilon; centre / boundary occlusion
+accuracy, mean confidence, NLL, ECE, MCE, Brier and the reliability bins; accuracy and error per
+corruption and severity, on corruptions it generates or, given `SuiteSettings.corrupted_data`, on
+the precomputed CIFAR-10-C / CIFAR-100-C / ImageNet-C sets (`cuekit.data.corrupted_sets`); OOD
+detection per OOD set by max softmax and by the scores of `SuiteSettings.ood_scores` (ODIN with and
+without its input perturbation, energy); FGSM accuracy per epsilon; centre / boundary occlusion
 accuracy, the occluded region filled with the dataset's per-channel mean (a zero in mean-centred
 input space, as on normalised CIFAR / ImageNet; a zero pixel fill would change nothing on a black
 background). A suite pickles (e.g. to hand it to worker processes once, through a file).
 `corruption_errors` turns several models' results into CE / mCE relative to a baseline model,
-and `run_benchmark` trains one model per regularizer and evaluates them all.
+`corruption_errors_from_table` relative to a table of a baseline's errors (e.g. AlexNet's on
+ImageNet-C), and `run_benchmark` trains one model per regularizer and evaluates them all.
 """
 from __future__ import annotations
 
@@ -37,10 +41,23 @@ from cuekit.robustness.corruptions import (
     occlude,
     resolve_preset,
 )
-from cuekit.robustness.ood import check_ood_specs, max_softmax_score, ood_images, ood_metrics
+from cuekit.robustness.ood import (
+    ENERGY_TEMPERATURE,
+    ODIN_EPSILON,
+    ODIN_TEMPERATURE,
+    _fit,
+    check_ood_scores,
+    check_ood_specs,
+    max_softmax_score,
+    ood_images,
+    ood_metrics,
+    ood_scores,
+)
 
-__all__ = ["BenchConfig", "RobustnessSuite", "SmallConvNet", "SuiteSettings", "corruption_errors", "make_model",
-           "occlude_with_fill", "parse_regularizer_list", "run_benchmark", "summary_row", "SUMMARY_COLUMNS"]
+__all__ = ["ALEXNET_IMAGENET_C_ERRORS", "BenchConfig", "RobustnessSuite", "SmallConvNet", "SuiteSettings",
+           "corruption_errors", "corruption_errors_from_table", "corruption_table", "load_baseline_errors",
+           "make_model", "occlude_with_fill", "ood_table", "parse_regularizer_list", "run_benchmark", "summary_row",
+           "SUMMARY_COLUMNS"]
 
 
 @dataclasses.dataclass
@@ -61,6 +78,16 @@ class SuiteSettings:
     corruption_images: int | None = None
     fgsm_images: int | None = None
     occlusion_images: int | None = None
+    # OOD scores besides the max softmax that `ood` always reports: msp, odin-t, odin, energy (ood.py)
+    ood_scores: Sequence[str] = ("msp",)
+    odin_temperature: float = ODIN_TEMPERATURE
+    odin_epsilon: float = ODIN_EPSILON
+    energy_temperature: float = ENERGY_TEMPERATURE
+    ood_fit: str = "resize-crop"         # folder OOD images: resize-crop, resize or crop to the image size
+    # Precomputed corrupted sets (cifar10-c:PATH, cifar100-c:PATH, imagenet-c:PATH): evaluated instead of
+    # generating corruptions; `corruptions` and `severities` pick the sets, `preset` is unused.
+    corrupted_data: str | None = None
+    data_workers: int = 0                # processes decoding ImageNet-C images
 
 
 class SmallConvNet(nn.Module):
@@ -127,6 +154,17 @@ def occlude_with_fill(images: Tensor, kind: str, fraction: float, fill: Tensor) 
     return occlude(images - f, kind, fraction, 0.0) + f
 
 
+def _precomputed_batches(source, corruption: str, severity: int, settings: SuiteSettings, channels: int,
+                         size: int):
+    """One precomputed set's (pixel images (B, C, size, size) float, labels (B,)) batches, fitted to the suite's
+    images where they differ (shorter side resized, centre crop; channels matched)."""
+    for x, y in source.batches(corruption, severity, settings.batch_size, limit=settings.corruption_images,
+                               workers=settings.data_workers):
+        if x.shape[1] != channels or tuple(x.shape[-2:]) != (size, size):
+            x = _fit(x.float() / 255, size, channels)
+        yield x, y
+
+
 @torch.no_grad()
 def _logits(model: nn.Module, images: Tensor, normalise: Callable[[Tensor], Tensor], batch_size: int) -> Tensor:
     """Pixel images (N, C, H, W) (float or uint8) -> logits (N, K) float on the CPU."""
@@ -139,8 +177,10 @@ def _logits(model: nn.Module, images: Tensor, normalise: Callable[[Tensor], Tens
 
 
 def _check_settings(settings: SuiteSettings) -> None:
-    """Corruption names and severities known (UsageError / UnknownChoiceError otherwise)."""
+    """Corruption names and severities known, OOD scores known with valid parameters, the folder fit known
+    (UsageError / UnknownChoiceError otherwise)."""
     from cuekit.errors import UnknownChoiceError, UsageError
+    from cuekit.robustness.ood import FOLDER_FITS
 
     for name in settings.corruptions:
         if name not in CORRUPTIONS:
@@ -148,6 +188,25 @@ def _check_settings(settings: SuiteSettings) -> None:
     bad = [s for s in settings.severities if s not in SEVERITIES]
     if bad:
         raise UsageError(f"corruption severities must be in {list(SEVERITIES)}, got {bad}")
+    check_ood_scores(settings.ood_scores, settings.odin_temperature, settings.odin_epsilon,
+                     settings.energy_temperature)
+    if settings.ood_fit not in FOLDER_FITS:
+        raise UnknownChoiceError("OOD fit", settings.ood_fit, FOLDER_FITS)
+
+
+def open_precomputed(settings: SuiteSettings, class_names: Sequence[str] | None = None,
+                     num_classes: int | None = None, img_size: int | None = None):
+    """The precomputed corrupted sets of `settings.corrupted_data`, every set the settings name checked
+    (DataError naming the file otherwise), and their classes matched to the model's: -> CorruptedSets."""
+    from cuekit.data.corrupted_sets import open_corrupted_sets
+    from cuekit.errors import DataError
+
+    source = open_corrupted_sets(settings.corrupted_data, class_names=class_names, img_size=img_size)
+    if source.num_classes is not None and num_classes is not None and source.num_classes != num_classes:
+        raise DataError(f"{settings.corrupted_data} has {source.num_classes} classes but the model predicts "
+                        f"{num_classes} (a CIFAR-10-C set for a CIFAR-100 model?)")
+    source.check(settings.corruptions, settings.severities)
+    return source
 
 
 class RobustnessSuite:
@@ -160,17 +219,24 @@ class RobustnessSuite:
     def __init__(self, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float],
                  settings: SuiteSettings | None = None, device: str | torch.device = "cpu",
                  ood_sets: dict[str, Tensor] | None = None, progress: bool = False,
-                 occlusion_fill: Sequence[float] | Tensor | None = None):
+                 occlusion_fill: Sequence[float] | Tensor | None = None,
+                 class_names: Sequence[str] | None = None, num_classes: int | None = None):
         """occlusion_fill: per-channel pixel values for the occluded region, e.g. the training set's mean
-        (default: the per-channel mean of `images`)."""
+        (default: the per-channel mean of `images`). class_names / num_classes: the model's classes, which
+        precomputed corrupted sets (`settings.corrupted_data`) must match (ImageNet-C's class folders are
+        labelled by their index in class_names)."""
         self.settings = settings or SuiteSettings()
+        self.progress = progress
         # every input is checked before the (slow) corrupted and OOD sets are built
         _check_settings(self.settings)
         check_ood_specs([spec for spec in self.settings.ood if spec not in (ood_sets or {})])
         self.images, self.labels = images.float().clamp(0, 1), labels.long()
         self.mean, self.std, self.device = list(mean), list(std), torch.device(device)
         n, c, h, w = images.shape
-        self.preset = resolve_preset(self.settings.preset, h, w)
+        self.corrupted_sets = None
+        if self.settings.corrupted_data:
+            self.corrupted_sets = open_precomputed(self.settings, class_names, num_classes, h)
+        self.preset = "precomputed" if self.corrupted_sets is not None else resolve_preset(self.settings.preset, h, w)
         self.normalise = _normaliser(self.mean, self.std, c, self.device)
         fill = self.images.mean((0, 2, 3)) if occlusion_fill is None else torch.as_tensor(occlusion_fill).float()
         if fill.numel() == 1:
@@ -183,6 +249,8 @@ class RobustnessSuite:
         from tqdm.auto import tqdm
 
         jobs = [(name, s) for name in self.settings.corruptions for s in self.settings.severities]
+        if self.corrupted_sets is not None:
+            jobs = []  # read from the precomputed files when a model is evaluated
         self.corrupted: dict[tuple[str, int], Tensor] = {}
         sub = self.images[:self.settings.corruption_images]
         for k, (name, s) in enumerate(tqdm(jobs, desc="corrupting", disable=not progress, leave=False)):
@@ -191,7 +259,22 @@ class RobustnessSuite:
         self.ood: dict[str, Tensor] = dict(ood_sets or {})
         for spec in self.settings.ood:
             if spec not in self.ood:
-                self.ood[spec] = ood_images(spec, n, h, c, seed=self.settings.seed)
+                self.ood[spec] = ood_images(spec, n, h, c, seed=self.settings.seed, fit=self.settings.ood_fit)
+
+    def _corrupted_logits(self, model: nn.Module, name: str, severity: int) -> tuple[Tensor, Tensor]:
+        """Logits (N, K) and labels (N,) of one corrupted set: generated, or read from the precomputed files."""
+        st = self.settings
+        if self.corrupted_sets is None:
+            corrupted = self.corrupted[(name, severity)]
+            return _logits(model, corrupted, self.normalise, st.batch_size), self.labels[:len(corrupted)]
+        out, labels = [], []
+        _, c, h, _ = self.images.shape
+        with torch.no_grad():
+            for x, y in _precomputed_batches(self.corrupted_sets, name, severity, st, c, h):
+                x = x.float() / 255 if x.dtype == torch.uint8 else x
+                out.append(model(self.normalise(x)).float().cpu())
+                labels.append(y)
+        return torch.cat(out), torch.cat(labels)
 
     def evaluate(self, model: nn.Module) -> dict:
         """Every metric for one model (moved to the suite's device, left in eval mode)."""
@@ -206,20 +289,35 @@ class RobustnessSuite:
                  "nll": nll_from_logits(logits, self.labels), "ece": bins.ece, "mce": bins.mce,
                  "brier": brier_score(probs, self.labels), "reliability": dataclasses.asdict(bins)}
         per_corruption: dict[str, list[float]] = {}
+        counts: dict[str, list[int]] = {}
         eces = []
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(st.corruptions) * len(st.severities), desc="corrupted sets", leave=False,
+                   disable=not (self.progress and self.corrupted_sets is not None))
         for name in st.corruptions:
-            accs = []
+            accs, ns = [], []
             for s in st.severities:
-                corrupted = self.corrupted[(name, s)]
-                labels = self.labels[:len(corrupted)]
-                lg = _logits(model, corrupted, self.normalise, bs)
+                lg, labels = self._corrupted_logits(model, name, s)
                 accs.append(float((lg.argmax(1) == labels).float().mean()))
+                ns.append(int(len(labels)))
                 eces.append(reliability_bins(lg.softmax(1), labels, st.n_bins).ece)
-            per_corruption[name] = accs
+                bar.update()
+            per_corruption[name], counts[name] = accs, ns
+        bar.close()
         corr_mean = sum(sum(v) for v in per_corruption.values()) / max(1, sum(len(v) for v in per_corruption.values()))
         scores_in = max_softmax_score(logits)
-        ood = {spec: ood_metrics(scores_in, max_softmax_score(_logits(model, imgs, self.normalise, bs)))
-               for spec, imgs in self.ood.items()}
+        score_kw = dict(odin_temperature=st.odin_temperature, odin_epsilon=st.odin_epsilon,
+                        energy_temperature=st.energy_temperature, batch_size=bs)
+        in_scores = (ood_scores(model, self.images, self.normalise, st.ood_scores, logits=logits, **score_kw)
+                     if st.ood_scores and self.ood else {})
+        ood, by_score = {}, {name: {} for name in st.ood_scores}
+        for spec, imgs in self.ood.items():
+            out_logits = _logits(model, imgs, self.normalise, bs)
+            ood[spec] = ood_metrics(scores_in, max_softmax_score(out_logits))
+            out_scores = ood_scores(model, imgs, self.normalise, st.ood_scores, logits=out_logits, **score_kw)
+            for name in st.ood_scores:
+                by_score[name][spec] = ood_metrics(in_scores[name], out_scores[name])
         n_fgsm = st.fgsm_images
         fgsm = fgsm_accuracy(model, self.normalise(self.images[:n_fgsm]).cpu(), self.labels[:n_fgsm], st.epsilons,
                              self.mean, self.std, bs, self.device)
@@ -233,9 +331,15 @@ class RobustnessSuite:
         return {
             "clean": clean,
             "corruption": {"acc": per_corruption, "mean_acc": corr_mean,
+                           "error": {k: [1 - a for a in v] for k, v in per_corruption.items()},
+                           "mean_error": 1 - corr_mean, "images": counts,
                            "mean_ece": sum(eces) / max(1, len(eces)), "severities": list(st.severities),
-                           "preset": self.preset},
+                           "preset": self.preset,
+                           "source": st.corrupted_data or "generated"},
             "ood": ood,
+            "ood_scores": by_score,
+            "ood_score_params": {"odin_temperature": st.odin_temperature, "odin_epsilon": st.odin_epsilon,
+                                 "energy_temperature": st.energy_temperature, "folder_fit": st.ood_fit},
             "ood_mean_auroc": sum(m["auroc"] for m in ood.values()) / max(1, len(ood)),
             "fgsm": {f"{e:.6g}": a for e, a in fgsm.items()},
             "occlusion": occl,
@@ -268,6 +372,125 @@ def corruption_errors(results: dict[str, dict], baseline: str) -> dict[str, dict
         out[name] = {"ce": ce, "mce": sum(ce.values()) / max(1, len(ce)),
                      "relative_ce": rel, "relative_mce": sum(rel.values()) / max(1, len(rel))}
     return out
+
+
+# Top-1 error of AlexNet on ImageNet-C per corruption, the mean over severities 1-5: the normaliser of
+# Hendrycks & Dietterich's mCE (github.com/hendrycks/robustness; quoted as ALEXNET_ERR in AugMix's imagenet.py).
+ALEXNET_IMAGENET_C_ERRORS = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,
+    "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572,
+    "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
+    "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}
+
+
+def load_baseline_errors(spec: str) -> dict:
+    """A baseline's corruption errors for CE / mCE: "alexnet" (AlexNet on ImageNet-C, the usual normaliser) or a
+    JSON file {"errors": {corruption: error or [error at severity 1, ..., 5]}, "clean": error (optional,
+    for the relative mCE)} (a bare {corruption: ...} mapping also reads). Errors are fractions in [0, 1].
+    -> {"errors": {corruption: float | list[float]}, "clean": float | None, "source": str}."""
+    import json
+
+    from cuekit.errors import DataError, UnknownChoiceError
+
+    if spec == "alexnet":
+        return {"errors": dict(ALEXNET_IMAGENET_C_ERRORS), "clean": None,
+                "source": "alexnet (AlexNet's ImageNet-C errors, mean over severities 1-5)"}
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise DataError(f"baseline errors file not found: {path} (give alexnet or a JSON file)")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object of corruption errors")
+    errors = raw.get("errors", {k: v for k, v in raw.items() if k != "clean"})
+    clean = raw.get("clean")
+    if not isinstance(errors, dict) or not errors:
+        raise DataError(f"{path}: no corruption errors (expected {{\"errors\": {{\"fog\": 0.81, ...}}}})")
+    out = {}
+    for name, value in errors.items():
+        if name not in CORRUPTIONS:
+            raise UnknownChoiceError(f"corruption in {path}:", name, CORRUPTIONS)
+        values = value if isinstance(value, list) else [value]
+        if (isinstance(value, list) and len(value) != len(SEVERITIES)) or not all(
+                isinstance(v, (int, float)) and 0 <= v <= 1 for v in values):
+            raise DataError(f"{path}: {name}: expected an error in [0, 1] (the mean over severities 1-5) or a "
+                            f"list of {len(SEVERITIES)}, one per severity, got {value!r}")
+        out[name] = [float(v) for v in value] if isinstance(value, list) else float(value)
+    if clean is not None and not (isinstance(clean, (int, float)) and 0 <= clean <= 1):
+        raise DataError(f"{path}: clean: expected an error in [0, 1], got {clean!r}")
+    return {"errors": out, "clean": None if clean is None else float(clean), "source": str(path)}
+
+
+def corruption_errors_from_table(results: dict[str, dict], table: dict) -> dict[str, dict]:
+    """CE and mCE of each model relative to a baseline's error table (`load_baseline_errors`).
+
+    CE_c = sum_s E_{s,c} / sum_s E^base_{s,c} over the evaluated severities; a table entry that is one number
+    (the mean over severities 1-5, e.g. AlexNet's) needs all five evaluated. The relative CE needs the table's
+    clean error and is left out without it. Raises UsageError when the table lacks an evaluated corruption.
+    """
+    from cuekit.errors import UsageError
+
+    out = {}
+    for name, res in results.items():
+        sev = list(res["corruption"]["severities"])
+        ce, rel = {}, {}
+        e_clean = 1 - res["clean"]["acc"]
+        for c, accs in res["corruption"]["acc"].items():
+            if c not in table["errors"]:
+                raise UsageError(f"the baseline errors ({table['source']}) have no {c!r}; evaluate their "
+                                 f"corruptions ({', '.join(table['errors'])}) with --corruptions")
+            entry = table["errors"][c]
+            if isinstance(entry, list):
+                base = [entry[s - 1] for s in sev]
+            else:
+                if sorted(sev) != list(SEVERITIES):
+                    raise UsageError(f"the baseline errors ({table['source']}) are means over severities 1-5; "
+                                     f"evaluate all five (--severities 1,2,3,4,5), not {sev}")
+                base = [entry] * len(sev)
+            errs = [1 - a for a in accs]
+            ce[c] = sum(errs) / sum(base) if sum(base) > 0 else math.nan
+            if table.get("clean") is not None:
+                denom = sum(b - table["clean"] for b in base)
+                rel[c] = sum(e - e_clean for e in errs) / denom if denom > 0 else math.nan
+        out[name] = {"ce": ce, "mce": sum(ce.values()) / max(1, len(ce)), "reference": table["source"]}
+        if table.get("clean") is not None:
+            out[name].update(relative_ce=rel, relative_mce=sum(rel.values()) / max(1, len(rel)))
+    return out
+
+
+def corruption_table(results: dict[str, dict], mce: dict[str, dict] | None) -> tuple[list[str], list[list]]:
+    """The literature's corruption table: per model and corruption, the error at each severity, the mean, CE
+    and relative CE ("n/a" without a baseline), and a "mean" row per model (mean error, mCE, relative mCE)."""
+    first = next(iter(results.values()))
+    sev = first["corruption"]["severities"]
+    cols = ["model", "corruption", *[f"err s{s}" for s in sev], "mean err", "CE", "rel. CE"]
+    rows = []
+    for name, res in results.items():
+        m = (mce or {}).get(name) or {}
+        errors = res["corruption"].get("error") or {k: [1 - a for a in v] for k, v in res["corruption"]["acc"].items()}
+        for c, errs in errors.items():
+            rows.append([name, c, *errs, sum(errs) / len(errs), m.get("ce", {}).get(c, "n/a"),
+                         m.get("relative_ce", {}).get(c, "n/a")])
+        if errors:
+            rows.append([name, "mean", *[""] * len(sev), 1 - res["corruption"]["mean_acc"], m.get("mce", "n/a"),
+                         m.get("relative_mce", "n/a")])
+    return cols, rows
+
+
+def ood_table(results: dict[str, dict]) -> tuple[list[str], list[list]]:
+    """OOD detection per model, score and OOD set: TNR at 95 % TPR, AUROC, AUPR-in, AUPR-out, detection accuracy."""
+    cols = ["model", "score", "OOD set", "TNR@TPR95", "AUROC", "AUPR-in", "AUPR-out", "det. acc"]
+    rows = []
+    for name, res in results.items():
+        by_score = res.get("ood_scores") or {"msp": res["ood"]}
+        for score, sets in by_score.items():
+            for spec, m in sets.items():
+                rows.append([name, score, spec, m["tnr_at_tpr95"], m["auroc"], m["aupr_in"], m["aupr_out"],
+                             m["detection_acc"]])
+    return cols, rows
 
 
 SUMMARY_COLUMNS = ["model", "clean acc", "corr acc", "mCE", "ECE", "NLL", "Brier", "OOD AUROC", "TNR@95",
@@ -363,11 +586,13 @@ def train_regularized(entry: str, cfg: BenchConfig, data, seed: int) -> tuple[nn
 
 
 def run_benchmark(cfg: BenchConfig, settings: SuiteSettings | None = None, out_dir: str | Path | None = None,
-                  baseline: str | None = None) -> dict:
+                  baseline: str | None = None, baseline_errors: dict | None = None) -> dict:
     """Train one model per regularizer entry, evaluate all, write plots to out_dir; -> results dict.
 
-    The result holds per-model metrics, CE/mCE against `baseline` (default the first entry), the
-    summary table (SUMMARY_COLUMNS) and the plot file names.
+    The result holds per-model metrics, CE/mCE against `baseline` (default the first entry) or, given,
+    against a table of a baseline's errors (`load_baseline_errors`), the summary table (SUMMARY_COLUMNS)
+    and the plot file names. With `settings.corrupted_data` the corrupted sets are read from those files
+    (checked, and matched to the data's classes, before any model is trained).
     """
     from cuekit.data.registry import create_dataset, materialise
 
@@ -379,19 +604,22 @@ def run_benchmark(cfg: BenchConfig, settings: SuiteSettings | None = None, out_d
                                     val_size=cfg.val_size, seed=cfg.seed))
     images, labels = _val_tensors(data)
     suite = RobustnessSuite(images, labels, data.mean, data.std, dataclasses.replace(settings, seed=cfg.seed),
-                            device=cfg.device, progress=cfg.progress)
+                            device=cfg.device, progress=cfg.progress, class_names=data.class_names,
+                            num_classes=data.num_classes)
     results, finals = {}, {}
     for entry in entries:
         model, final = train_regularized(entry, cfg, data, cfg.seed)
         finals[entry] = final
         results[entry] = suite.evaluate(model)
-    mce = corruption_errors(results, baseline)
+    mce = (corruption_errors_from_table(results, baseline_errors) if baseline_errors is not None
+           else corruption_errors(results, baseline))
     rows = [summary_row(e, results[e], mce[e]) for e in entries]
     plots = []
     if out_dir is not None:
         out_dir = Path(out_dir)
         plots = write_plots(results, out_dir, prefix="robustness")
-    return {"config": dataclasses.asdict(cfg), "settings": dataclasses.asdict(settings), "baseline": baseline,
+    return {"config": dataclasses.asdict(cfg), "settings": dataclasses.asdict(settings),
+            "baseline": baseline_errors["source"] if baseline_errors is not None else baseline,
             "models": results, "mce": mce, "train_final": finals, "columns": SUMMARY_COLUMNS, "rows": rows,
             "plots": plots, "time_s": time.perf_counter() - t0}
 

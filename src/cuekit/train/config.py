@@ -92,12 +92,29 @@ class TrainConfig:
     val_split: float = 0.1
     img_size: int | None = None
     frames: int | None = None        # video data: frames per clip (None: the dataset's default)
+    stride: int | None = None        # video files: frame sampling stride (None: the dataset's default, 2)
+    flip: bool | None = None         # video files: training flip (None: the dataset's default; off for ssv2)
+    split: int | None = None         # ucf101 / hmdb51: the official train/test split 1-3 (None: 1)
     workers: int = 0
     device: str = "auto"
     progress: bool = True
     eval_batch_size: int = 256
     opt_kwargs: dict = dataclasses.field(default_factory=dict)
     model_kwargs: dict = dataclasses.field(default_factory=dict)
+    # Recipes (cuekit.train.recipes; all off by default):
+    lr_mult: list = dataclasses.field(default_factory=list)  # ["PATTERN=K", ...]: glob over parameter names
+    randaugment: str | None = None   # "N,M": torchvision RandAugment(num_ops=N, magnitude=M) on training images
+    color_jitter: float | None = None  # ColorJitter(brightness=S, contrast=S, saturation=S)
+    lighting: float | None = None    # AlexNet PCA lighting noise, alpha ~ N(0, ALPHA)
+    repeated_aug: int = 1            # DeiT repeated augmentation: each sampled index K times per epoch
+    reg_off_epochs: int = 0          # the batch regularizer (--reg, ReLabel's CutMix) off for the last N epochs
+
+    def __post_init__(self) -> None:
+        self.lr_mult = list(self.lr_mult or [])  # None (argparse's append default) -> []
+
+    def data_options(self) -> dict:
+        """The dataset options only some datasets take (`create_dataset(**options)`; None: unset)."""
+        return {"stride": self.stride, "flip": self.flip, "split": self.split}
 
     def validate(self) -> None:
         """Reject impossible settings with a message that names the flag."""
@@ -114,6 +131,11 @@ class TrainConfig:
             (self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}"),
             (self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive, got {self.clip_grad}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.repeated_aug >= 1, f"--repeated-aug must be >= 1, got {self.repeated_aug}"),
+            (self.reg_off_epochs >= 0, f"--reg-off-epochs must be >= 0, got {self.reg_off_epochs}"),
+            (self.color_jitter is None or self.color_jitter >= 0,
+             f"--color-jitter must be >= 0, got {self.color_jitter}"),
+            (self.lighting is None or self.lighting >= 0, f"--lighting must be >= 0, got {self.lighting}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -122,3 +144,7 @@ class TrainConfig:
             from cuekit.augment.regularizers import parse_regularizers
 
             parse_regularizers(self.reg)  # unknown names -> UnknownChoiceError
+        from cuekit.train.recipes import parse_lr_mult, parse_randaugment
+
+        parse_lr_mult(self.lr_mult)
+        parse_randaugment(self.randaugment)

@@ -68,11 +68,14 @@ def _loader(dataset: Dataset, batches: list[list[int]], workers: int, seed: int)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, info: DistInfo,
-                  accum_steps: int) -> list[list[int]]:
+                  accum_steps: int, repeats: int = 1) -> list[list[int]]:
     """This process's micro-batches for one epoch (drop_last: every step sees a full global batch).
 
     The global order is a seeded permutation; each global batch is split across processes and
     then into `accum_steps` micro-batches, so any world size sees the same samples per step.
+    repeats > 1 is DeiT's repeated augmentation (RASampler): the permutation with every index repeated
+    `repeats` times in a row, cut to n samples, and each global batch dealt to the processes in turn
+    (process r takes its positions r, r + world, ...), so the copies of an image go to different processes.
     """
     per_rank = batch_size // info.world_size
     if per_rank * info.world_size != batch_size:
@@ -80,11 +83,17 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, info: DistInfo
     micro = per_rank // accum_steps
     if micro * accum_steps != per_rank:
         raise UsageError(f"per-process batch {per_rank} is not divisible by --accum-steps {accum_steps}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if repeats > 1:
+        from cuekit.train.recipes import repeated_order
+
+        perm = repeated_order(n, repeats, generator)
+    else:
+        perm = torch.randperm(n, generator=generator).tolist()
     out = []
     for s in range(n // batch_size):
         g = perm[s * batch_size:(s + 1) * batch_size]
-        mine = g[info.rank * per_rank:(info.rank + 1) * per_rank]
+        mine = g[info.rank::info.world_size] if repeats > 1 else g[info.rank * per_rank:(info.rank + 1) * per_rank]
         out.extend(mine[i * micro:(i + 1) * micro] for i in range(accum_steps))
     return out
 
@@ -144,9 +153,13 @@ def load_teacher(path: str | Path, student: nn.Module, data: DataBundle,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu",
-             workers: int = 0, info: DistInfo | None = None, amp_dtype: torch.dtype | None = None) -> dict:
+             workers: int = 0, info: DistInfo | None = None, amp_dtype: torch.dtype | None = None,
+             multi_view: bool = False) -> dict:
     """Cross-entropy loss, top-1 and top-5 accuracy on a dataset of (image, int label) pairs.
 
+    multi_view: each sample is a stack of V views (V, *input) of one item (e.g. video clips x crops, see
+    `cuekit.data.video_folders.with_test_views`); its prediction is the mean of the V softmaxes, the loss
+    the negative log of that mean at the label, and `batch_size` counts views (at least one item a batch).
     Under DDP each process evaluates a strided shard and the sums are reduced.
     """
     info = info or DistInfo(device=torch.device(device))
@@ -154,14 +167,20 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: 
     was_training = model.training
     model.eval()
     indices = list(range(info.rank, len(dataset), info.world_size))
+    if multi_view and indices:
+        batch_size = max(1, batch_size // len(dataset[indices[0]][0]))  # items per batch
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     loss_sum = correct = correct5 = count = 0.0
     for x, y in _loader(dataset, batches, workers, 0):
         x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
+            logits = model(x.flatten(0, 1) if multi_view else x)
         logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        if multi_view:  # (B * V, K) -> the mean softmax (B, K); ranking it ranks the classes
+            logits = logits.softmax(-1).view(x.shape[0], x.shape[1], -1).mean(1)
+            loss_sum += F.nll_loss(logits.clamp_min(1e-12).log(), y, reduction="sum").item()
+        else:
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices
         correct += (topk[:, 0] == y).sum().item()
@@ -172,6 +191,37 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: 
     if count == 0:
         return {"loss": float("nan"), "acc": float("nan"), "top5": float("nan"), "n": 0}
     return {"loss": loss_sum / count, "acc": correct / count, "top5": correct5 / count, "n": int(count)}
+
+
+def _with_recipe_augmentation(cfg: TrainConfig, data: DataBundle) -> DataBundle:
+    """The bundle with --randaugment / --color-jitter / --lighting added to its training images (val untouched)."""
+    from cuekit.train.recipes import AugmentedImages, augmentation_transforms
+
+    transforms = augmentation_transforms(cfg.randaugment, cfg.color_jitter, cfg.lighting)
+    if not transforms:
+        return data
+    if data.frames is not None or data.in_chans != 3:
+        raise UsageError("--randaugment, --color-jitter and --lighting are for RGB image data; "
+                         f"{data.name or 'the data'} has " +
+                         (f"{data.frames}-frame clips" if data.frames is not None else f"{data.in_chans} channel(s)"))
+    return dataclasses.replace(data, train=AugmentedImages(data.train, transforms, data.mean, data.std))
+
+
+def _reg_off_from(cfg: TrainConfig, batch_transform: Any) -> int:
+    """The first epoch (0-based) without the batch regularizer under --reg-off-epochs (cfg.epochs: never off).
+
+    A transform with `set_regularization(on)` (ReLabel's targets: CutMix off, LabelPooling kept) is told;
+    the mixers of --reg are skipped; another transform given to `train()` cannot be switched off.
+    """
+    if cfg.reg_off_epochs == 0:
+        return cfg.epochs
+    if batch_transform is None:
+        raise UsageError("--reg-off-epochs turns a batch regularizer off for the last epochs; this run has none "
+                         "(--reg mixup/cutmix/..., or --relabel-cutmix)")
+    if not cfg.reg and not hasattr(batch_transform, "set_regularization"):
+        raise UsageError(f"--reg-off-epochs: the batch transform {type(batch_transform).__name__} cannot be "
+                         "switched off (it has no set_regularization)")
+    return max(0, cfg.epochs - cfg.reg_off_epochs)
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -256,12 +306,14 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
     seed_everything(cfg.seed)
     if data is None:
         data = create_dataset(cfg.data, task=cfg.task, img_size=cfg.img_size, train_size=cfg.train_size,
-                              val_size=cfg.val_size, seed=cfg.seed, val_split=cfg.val_split, frames=cfg.frames)
+                              val_size=cfg.val_size, seed=cfg.seed, val_split=cfg.val_split, frames=cfg.frames,
+                              **cfg.data_options())
     check_training_data(data, cfg.model if model is None else getattr(model, "cuekit_name", None))
     if model is None:
         model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
                              img_size=cfg.img_size or data.img_size, **cfg.model_kwargs)
     model.to(device)
+    data = _with_recipe_augmentation(cfg, data)
     teacher, teacher_record = None, None
     if cfg.teacher:
         teacher, teacher_record = load_teacher(cfg.teacher, model, data, device)
@@ -276,7 +328,13 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         smoothing = smoothing or reg_smoothing
     if hasattr(batch_transform, "bind"):  # e.g. fgsm-at attacks the model being trained
         batch_transform.bind(model=model, data=data)
-    optimizer = create_optimizer(cfg.opt, model, lr=cfg.lr, weight_decay=cfg.weight_decay,
+    reg_off_from = _reg_off_from(cfg, batch_transform)
+    params: Any = model
+    if cfg.lr_mult:
+        from cuekit.train.recipes import lr_mult_param_groups
+
+        params = lr_mult_param_groups(model, cfg.lr_mult, cfg.lr, cfg.weight_decay)
+    optimizer = create_optimizer(cfg.opt, params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  momentum=cfg.momentum, nesterov=cfg.nesterov, **cfg.opt_kwargs)
     for g in optimizer.param_groups:
         g["base_lr"] = g["lr"]
@@ -297,6 +355,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
         "num_classes": data.num_classes, "class_names": list(data.class_names), "in_chans": data.in_chans,
         "img_size": cfg.img_size or data.img_size, "mean": list(data.mean), "std": list(data.std),
         "resize_ratio": data.resize_ratio, "frames": data.frames, "data": cfg.data if data.name == "" else data.name,
+        "stride": getattr(data, "stride", None), "flip": getattr(data, "flip", None), "split": cfg.split,
         "task": cfg.task if cfg.task is not None else data.task, "config": dataclasses.asdict(cfg),
     }
     if teacher_record is not None:
@@ -328,7 +387,10 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         train_model.train()
-        batches = epoch_batches(n_train, cfg.batch_size, cfg.seed, epoch, info, cfg.accum_steps)
+        batches = epoch_batches(n_train, cfg.batch_size, cfg.seed, epoch, info, cfg.accum_steps, cfg.repeated_aug)
+        regularize = epoch < reg_off_from
+        if hasattr(batch_transform, "set_regularization"):
+            batch_transform.set_regularization(regularize)
         loader = _loader(data.train, batches, cfg.workers, cfg.seed * 7919 + epoch)
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (cfg.progress and info.is_main), leave=False, dynamic_ncols=True)
@@ -343,7 +405,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, data: DataBundle | N
                     g["lr"] = g["base_lr"] * f
             x = x.to(device, non_blocking=True)
             y = torch.as_tensor(y).to(device, non_blocking=True)
-            if batch_transform is not None:
+            if batch_transform is not None and (regularize or hasattr(batch_transform, "set_regularization")):
                 x, y = batch_transform(x, y)
             last_micro = micro == cfg.accum_steps - 1
             sync = last_micro or not info.distributed

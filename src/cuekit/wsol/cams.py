@@ -140,11 +140,14 @@ def evaluate_score_map_folder(scoremap_root: str | Path, metadata_root: str | Pa
                               cam_curve_interval: float = DEFAULT_CAM_CURVE_INTERVAL,
                               batch_size: int = 64, progress: bool = False) -> dict:
     """Score maps made by any tool, saved as SCOREMAP_ROOT/<image_id>.npy (2-D, values in [0, 1],
-    like wsolevaluation), against a wsolevaluation metadata split. GT boxes and masks are scaled to
-    each map's size (224 x 224 reproduces the protocol). Returns the flat metrics dict."""
-    from cuekit.wsol.data import localization_for, read_wsol_metadata
+    like wsolevaluation), against a wsolevaluation metadata split (or "cub:PATH": CUB's test split). GT boxes
+    and masks are scaled to each map's size (224 x 224 reproduces the protocol). Returns the flat metrics dict."""
+    from cuekit.wsol.data import localization_for, read_cub_metadata, read_wsol_metadata
 
-    meta = read_wsol_metadata(metadata_root)
+    if str(metadata_root).startswith("cub:"):  # CUB's release files: the test split, sizes from the image files
+        meta, _ = read_cub_metadata(str(metadata_root)[len("cub:"):], "test", sizes=True)
+    else:
+        meta = read_wsol_metadata(metadata_root)
     root = Path(scoremap_root)
     ev = LocalizationEvaluator(cam_curve_interval)
     from tqdm.auto import tqdm

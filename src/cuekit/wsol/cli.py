@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--model", default="cam_small", help="a cam_* model")
     t.add_argument("--data", default="shapes-loc",
-                   help="shapes-loc (built in) or wsol:IMAGE_ROOT with --metadata (CUB, ImageNet, OpenImages)")
+                   help="shapes-loc (built in); cub:PATH (CUB-200-2011 release files: images.txt, "
+                   "bounding_boxes.txt, ...); openimages:ROOT (wsolevaluation layout, masks for PxAP); or "
+                   "wsol:IMAGE_ROOT with --metadata (wsolevaluation metadata: CUB, ImageNet, OpenImages)")
     t.add_argument("--metadata", default=None, help="wsolevaluation metadata folder holding train/ and test/")
     t.add_argument("--mask-root", default=None, help="folder of OpenImages masks (for PxAP)")
     t.add_argument("--method", default="cam", choices=["cam", "has", "adl", "cutmix"])
@@ -34,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=0.1)
     t.add_argument("--opt", default="sgd")
     t.add_argument("--weight-decay", "--wd", type=float, default=5e-4)
+    t.add_argument("--lr-mult", action="append", default=None, metavar="PATTERN=K",
+                   help="learning rate x K for parameters whose name matches the glob PATTERN, e.g. 'fc.*=10' (the "
+                   "wsolevaluation recipe's classifier x10); repeatable, first match wins")
     t.add_argument("--img-size", type=int, default=None, help="default: the dataset's (shapes-loc 64, wsol 224)")
     t.add_argument("--train-size", type=int, default=None)
     t.add_argument("--val-size", type=int, default=None)
@@ -63,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--val-size", type=int, default=None)
     e.add_argument("--scoremaps", default=None, help="folder of <image_id>.npy score maps to evaluate as they are")
     e.add_argument("--metadata", default=None,
-                   help="with --scoremaps: a metadata split folder (image_ids.txt, ...); with --data wsol:PATH: "
-                   "the metadata folder holding the test/ split")
+                   help="with --scoremaps: a metadata split folder (image_ids.txt, ...) or cub:PATH (CUB's test "
+                   "split from its release files); with --data wsol:PATH: the metadata folder holding the test/ split")
     e.add_argument("--mask-root", default=None, help="folder of OpenImages masks (PxAP)")
     e.add_argument("--out", default="runs/wsol-eval")
     e.add_argument("--device", default="auto")
@@ -170,6 +175,7 @@ def _train(args: argparse.Namespace) -> int:
         large_feature_map=args.large_feature_map, has_grid_size=args.has_grid_size,
         has_drop_rate=args.has_drop_rate, adl_drop_rate=args.adl_drop_rate, adl_gamma=args.adl_gamma,
         cutmix_beta=args.cutmix_beta, cutmix_prob=args.cutmix_prob, out=args.out, device=args.device,
+        lr_mult=args.lr_mult or [],
         progress=not args.no_progress)
     result, data = train_cam(cfg)
     print(f"trained {cfg.model} with {cfg.method}: val top-1 {100 * result.final.get('val_acc', float('nan')):.2f}%")

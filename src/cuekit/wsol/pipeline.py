@@ -33,6 +33,7 @@ class WSOLTrainConfig:
     val_size: int | None = None
     large_feature_map: bool = False
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # extra create_model arguments, e.g. width
+    lr_mult: list = dataclasses.field(default_factory=list)  # ["PATTERN=K"]: e.g. the protocol's classifier x10
     has_grid_size: int = 4            # px, the wsolevaluation default
     has_drop_rate: float = 0.5
     adl_drop_rate: float = 0.75
@@ -48,12 +49,14 @@ class WSOLTrainConfig:
 def build_wsol_data(spec: str, metadata: str | None = None, mask_root: str | None = None,
                     img_size: int | None = None, train_size: int | None = None, val_size: int | None = None,
                     seed: int = 0, train_split: str = "train", eval_split: str = "test") -> DataBundle:
-    """`shapes-loc` (built in) or `wsol:IMAGE_ROOT` with a wsolevaluation metadata folder."""
+    """`shapes-loc` (built in), `cub:PATH` (CUB's release format), `openimages:ROOT` (wsolevaluation layout),
+    or `wsol:IMAGE_ROOT` with a wsolevaluation metadata folder."""
     name, _, path = spec.partition(":")
     if name != "wsol":
         bundle = create_dataset(spec, img_size=img_size, train_size=train_size, val_size=val_size, seed=seed)
         if not hasattr(bundle.val, "localization"):
-            raise DataError(f"dataset {spec!r} has no localization ground truth; use shapes-loc or wsol:PATH")
+            raise DataError(f"dataset {spec!r} has no localization ground truth; use shapes-loc, cub:PATH, "
+                            "openimages:ROOT or wsol:PATH")
         return bundle
     if not path or not metadata:
         raise UsageError("wsol:IMAGE_ROOT needs --metadata METADATA_ROOT (with train/ and test/ split folders)")
@@ -100,7 +103,8 @@ def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None, backbone: di
                        opt=cfg.opt, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                        warmup_epochs=cfg.warmup_epochs, seed=cfg.seed, out=cfg.out, img_size=size,
                        train_size=cfg.train_size, val_size=cfg.val_size, device=cfg.device,
-                       progress=cfg.progress, workers=cfg.workers, model_kwargs=model_kwargs)
+                       progress=cfg.progress, workers=cfg.workers, model_kwargs=model_kwargs,
+                       lr_mult=list(cfg.lr_mult or []))
     result = train(tcfg, model=model, data=data, batch_transform=transform)
     return result, data
 
