@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--img-size", type=int, default=None, help="default: the dataset's (shapes-loc 64, wsol 224)")
     t.add_argument("--train-size", type=int, default=None)
     t.add_argument("--val-size", type=int, default=None)
+    t.add_argument("--backbone-weights", default=None, metavar="FILE",
+                   help="start from these backbone weights (the papers fine-tune an ImageNet-pretrained network): "
+                   "a CAM model's checkpoint or a torchvision ResNet's (convert a .pth with `cuekit models convert "
+                   "FILE --model resnet50 --to W.safetensors`); the classifier starts fresh. Default: from scratch")
     t.add_argument("--large-feature-map", action="store_true", help="remove one more stride (28x28 maps at 224)")
     t.add_argument("--has-grid-size", type=int, default=4, help="HaS cell size in pixels")
     t.add_argument("--has-drop-rate", type=float, default=0.5)
@@ -175,7 +179,7 @@ def _train(args: argparse.Namespace) -> int:
         large_feature_map=args.large_feature_map, has_grid_size=args.has_grid_size,
         has_drop_rate=args.has_drop_rate, adl_drop_rate=args.adl_drop_rate, adl_gamma=args.adl_gamma,
         cutmix_beta=args.cutmix_beta, cutmix_prob=args.cutmix_prob, out=args.out, device=args.device,
-        lr_mult=args.lr_mult or [],
+        lr_mult=args.lr_mult or [], backbone_weights=args.backbone_weights,
         progress=not args.no_progress)
     result, data = train_cam(cfg)
     print(f"trained {cfg.model} with {cfg.method}: val top-1 {100 * result.final.get('val_acc', float('nan')):.2f}%")

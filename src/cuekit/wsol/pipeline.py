@@ -33,6 +33,7 @@ class WSOLTrainConfig:
     val_size: int | None = None
     large_feature_map: bool = False
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # extra create_model arguments, e.g. width
+    backbone_weights: str | None = None  # ImageNet-pretrained backbone to start from (load_backbone_file)
     lr_mult: list = dataclasses.field(default_factory=list)  # ["PATTERN=K"]: e.g. the protocol's classifier x10
     has_grid_size: int = 4            # px, the wsolevaluation default
     has_drop_rate: float = 0.5
@@ -77,7 +78,8 @@ def build_wsol_data(spec: str, metadata: str | None = None, mask_root: str | Non
 def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None, backbone: dict | None = None):
     """Train `cfg.model` with `cfg.method` on `cfg.data` via `cuekit.train.train`; returns
     (TrainResult, DataBundle). `backbone`: a CAM model's state dict to start from (its `features.*`
-    weights, as a pretrained backbone); the classifier keeps its fresh, seeded initialisation."""
+    weights, as a pretrained backbone; else the file cfg.backbone_weights names, see load_backbone_file);
+    the classifier keeps its fresh, seeded initialisation."""
     from cuekit.models import create_model
     from cuekit.train import TrainConfig, train
 
@@ -96,6 +98,8 @@ def train_cam(cfg: WSOLTrainConfig, data: DataBundle | None = None, backbone: di
         raise UsageError(f"model {cfg.model!r} is not a CAM model; pick one of `cuekit models list 'cam_*'`")
     if backbone is not None:
         load_backbone_state(model, backbone)
+    elif cfg.backbone_weights:
+        load_backbone_file(model, cfg.backbone_weights)
     transform = make_batch_transform(cfg.method, data.num_classes, has_grid_size=cfg.has_grid_size,
                                      has_drop_rate=cfg.has_drop_rate, cutmix_beta=cfg.cutmix_beta,
                                      cutmix_prob=cfg.cutmix_prob, seed=cfg.seed + 17)
@@ -121,6 +125,21 @@ def load_backbone_state(model: torch.nn.Module, state: dict) -> None:
         model.load_state_dict(features, strict=False)
     except RuntimeError as e:
         raise CheckpointError(f"backbone weights do not fit: {str(e).splitlines()[0]}") from None
+
+
+def load_backbone_file(model: torch.nn.Module, path: str | Path) -> None:
+    """Start a CAM network's backbone from a weights file (safetensors or weights-only torch file): a CAM
+    model's own checkpoint (its `features.*`), or an ImageNet classifier in torchvision's layout (ResNet or
+    VGG16, see `cuekit.models.cam.load_backbone_weights`); the classifier keeps its fresh initialisation."""
+    from cuekit.models.cam import load_backbone_weights
+    from cuekit.models.registry import read_state_dict
+
+    state, _ = read_state_dict(path)
+    own = model.state_dict()
+    if any(k.startswith("features.") and k in own for k in state):
+        load_backbone_state(model, state)
+    else:
+        load_backbone_weights(model, str(path))
 
 
 def load_cam_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
