@@ -63,16 +63,18 @@ def _train_one(job: tuple) -> dict:
     the whole training set and the whole validation set at the end (eval mode, no label smoothing)."""
     from torch.utils.data import Subset
 
-    from cuekit.data import create_dataset, materialise
+    from cuekit.report.experiments import experiment_data
     from cuekit.train import TrainConfig, evaluate, train
 
-    seed, name, plan, img_size, device = job
-    data = materialise(create_dataset("dsprites", task=TASK, img_size=img_size, train_size=plan["train_size"],
-                                      val_size=plan["val_size"], seed=seed))
+    seed, name, plan, img_size, device, *spec = job  # a 6th item: the --data spec (absent or None: built-in)
+    spec = spec[0] if spec else None
+    data = experiment_data(spec, builtin="dsprites", task=TASK, img_size=img_size, train_size=plan["train_size"],
+                           val_size=plan["val_size"], seed=seed)
     # The engine validates after every epoch; the claims need only the end, so it gets a small slice
     # (its numbers are not used) and both full splits are evaluated once below.
     engine_data = dataclasses.replace(data, val=Subset(data.val, range(min(32, len(data.val)))))
-    cfg = TrainConfig(model=name, data="dsprites", task=TASK, epochs=plan["epochs"], batch_size=plan["batch_size"],
+    cfg = TrainConfig(model=name, data=spec or "dsprites", task=None if spec else TASK, epochs=plan["epochs"],
+                      batch_size=plan["batch_size"],
                       lr=plan["lr"], opt="adamw", weight_decay=0.05, warmup_epochs=0.3, label_smoothing=0.1,
                       seed=seed, out=None, img_size=img_size, device=device, workers=0, progress=False)
     result = train(cfg, data=engine_data)
@@ -80,7 +82,8 @@ def _train_one(job: tuple) -> dict:
     on_val = evaluate(result.model, data.val, 256, device)
     return {"train_loss_curve": [float(h["train_loss"]) for h in result.history],
             "train_loss": on_train["loss"], "train_acc": on_train["acc"],
-            "val_loss": on_val["loss"], "val_acc": on_val["acc"], "num_classes": data.num_classes}
+            "val_loss": on_val["loss"], "val_acc": on_val["acc"], "num_classes": data.num_classes,
+            "split_sizes": [len(data.train), len(data.val)]}
 
 
 def build_claims(metrics: dict[str, dict[str, list[float]]], macs: dict[str, float], num_classes: int,
@@ -236,7 +239,8 @@ def run_experiment(config: ExperimentConfig) -> dict:
     workers = min(available_cpus(), 2, len(names) * len(config.seeds)) if cpu else 1
     # Longest runs first (the pooling-free control costs about 4x pit), so the two workers finish together.
     order = ["nopool", "vit", "pit"]
-    jobs = [(seed, names[role], plan, img_size, device) for role in order for seed in config.seeds]
+    jobs = [(seed, names[role], plan, img_size, device) + ((config.data,) if config.data else ())
+            for role in order for seed in config.seeds]
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     with torch_threads(1 if cpu else None):
         runs = run_jobs(_train_one, jobs, workers=workers, desc="pit runs", progress=config.progress, threads=1)
@@ -251,12 +255,15 @@ def run_experiment(config: ExperimentConfig) -> dict:
         speed = _throughput(built, img_size, device, rounds=3 if config.quick else 9)
     elapsed, cpu_time = time.perf_counter() - start, _cpu_seconds() - cpu_start
 
-    steps = plan["epochs"] * (plan["train_size"] // plan["batch_size"])
-    regime = (f"dSprites {TASK} ({num_classes} classes, chance {1 / num_classes:.3f}), {img_size} px, "
-              f"{plan['train_size']} training images, {plan['epochs']} epochs = {steps} steps of batch "
+    n_train, n_val = runs[0]["split_sizes"]
+    steps = plan["epochs"] * (n_train // plan["batch_size"])
+    data = (f"dSprites {TASK}" if config.data is None else
+            f"user data {config.data} (its own train/val split, decoded once)")
+    regime = (f"{data} ({num_classes} classes, chance {1 / num_classes:.3f}), {img_size} px, "
+              f"{n_train} training images, {plan['epochs']} epochs = {steps} steps of batch "
               f"{plan['batch_size']}, lr {plan['lr']}; tiny models trained from scratch for a short budget (not "
               f"converged; the paper trains 300 epochs on ImageNet); {RECIPE}; metrics on the whole training "
-              f"and validation ({plan['val_size']}) sets at the end")
+              f"and validation ({n_val}) sets at the end")
     rows = build_claims(metrics, macs, num_classes, regime)
     table_rows = []
     for role, name in names.items():
@@ -269,7 +276,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
         ])
     scale = "smoke-scale run (quick, 32 px)" if config.quick else f"full ({img_size} px)"
     plot = _plot(out_dir, names, metrics, macs, f"Pooling in a ViT: {names['pit']} vs {names['nopool']} vs "
-                 f"{names['vit']}, dSprites {TASK} ({scale})")
+                 f"{names['vit']}, {config.data or 'dSprites ' + TASK} ({scale})")
     mean = statistics.fmean
     pit, nopool, vit = (names[r] for r in ("pit", "nopool", "vit"))
     measured = (
@@ -296,7 +303,9 @@ def run_experiment(config: ExperimentConfig) -> dict:
         plots=[plot],
         seeds=list(config.seeds),
         details={
-            "task": TASK, "plan": plan, "img_size": img_size, "models": names, "metrics": metrics,
+            "task": TASK if config.data is None else None, "data": config.data or "dsprites",
+            "split_sizes": {"train": n_train, "val": n_val},
+            "plan": plan, "img_size": img_size, "models": names, "metrics": metrics,
             "params": params, "macs": macs, "images_per_s": speed,
             "thresholds": {"learn_margin": LEARN_MARGIN, "saturated": SATURATED, "min_control_gap": MIN_CONTROL_GAP,
                            "fit_tolerance": FIT_TOLERANCE},

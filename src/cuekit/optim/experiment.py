@@ -199,18 +199,26 @@ def plan_runs(seeds: list[int]) -> list[Run]:
 _SPLITS: dict[tuple, tuple] = {}  # per process: (seed, scale, img_size) -> (train/selection bundle, test set)
 
 
-def _splits(seed: int, scale: Scale, img_size: int):
-    """Train and selection splits (a DataBundle, val = selection) and the test split, rendered once per process."""
-    key = (seed, scale, img_size)
+def _splits(seed: int, scale: Scale, img_size: int, data: str | None = None):
+    """Train and selection splits (a DataBundle, val = selection) and the test split, rendered once per process.
+
+    data: a dataset spec (`cuekit reproduce --data`) whose own validation split is cut into selection and test
+    in the proportion of the scale's sizes; None: the built-in Color-dSprites.
+    """
+    key = (seed, scale, img_size, data)
     if key not in _SPLITS:
         from torch.utils.data import TensorDataset
 
-        from cuekit.data import create_dataset, materialise
+        from cuekit.errors import DataError
+        from cuekit.report.experiments import experiment_data
 
-        bundle = materialise(create_dataset("dsprites", task=TASK, img_size=img_size, train_size=scale.train_size,
-                                            val_size=scale.selection_size + scale.test_size, seed=seed))
+        bundle = experiment_data(data, builtin="dsprites", task=TASK, img_size=img_size, train_size=scale.train_size,
+                                 val_size=scale.selection_size + scale.test_size, seed=seed)
         x, y = bundle.val.tensors
-        n = scale.selection_size
+        if len(x) < 2 or len(bundle.train) < scale.batch_size:
+            raise DataError(f"{data}: {len(bundle.train)} training and {len(x)} validation images; adamp needs at "
+                            f"least a batch ({scale.batch_size}) to train on and 2 to select and test on")
+        n = max(1, min(len(x) - 1, len(x) * scale.selection_size // (scale.selection_size + scale.test_size)))
         _SPLITS.clear()  # one seed at a time is enough; keeps a worker's memory flat
         _SPLITS[key] = (dataclasses.replace(bundle, val=TensorDataset(x[:n], y[:n])), TensorDataset(x[n:], y[n:]))
     return _SPLITS[key]
@@ -226,20 +234,23 @@ def train_run(job: tuple[Run, Scale, int, str]) -> dict:
     from cuekit.train import TrainConfig, train
     from cuekit.train.engine import evaluate
 
-    run, scale, img_size, device = job
+    run, scale, img_size, device, *spec = job  # a 5th item: the --data spec (absent or None: built-in)
+    spec = spec[0] if spec else None
     fam = _family(run.family)
-    data, test = _splits(run.seed, scale, img_size)
+    data, test = _splits(run.seed, scale, img_size, spec)
     torch.manual_seed(run.seed)  # the same initialisation for every run of a seed
     model = ScaleInvariantNet(data.num_classes, data.in_chans, scale.width)
     model.to(memory_format=torch.channels_last)  # about 15% faster steps on one CPU thread (measured)
-    total = scale.train_size // scale.batch_size * scale.epochs
+    total = len(data.train) // scale.batch_size * scale.epochs
     tracker = WeightTracker(model.scale_invariant(), early_steps(total))
-    cfg = TrainConfig(model="scale_invariant_net", data="dsprites", task=TASK, epochs=scale.epochs,
-                      batch_size=scale.batch_size, lr=run.lr, opt=fam.opt, weight_decay=fam.weight_decay,
+    cfg = TrainConfig(model="scale_invariant_net", data=spec or "dsprites", task=None if spec else TASK,
+                      epochs=scale.epochs, batch_size=scale.batch_size, lr=run.lr, opt=fam.opt,
+                      weight_decay=fam.weight_decay,
                       momentum=run.momentum, nesterov=False, schedule="cosine", warmup_epochs=0.0, amp="off",
                       seed=run.seed, progress=False, device=device, eval_batch_size=1024,
                       opt_kwargs={} if run.projected else {"delta": 0.0})
-    out = {"run": dataclasses.asdict(run), "diverged_at": None, "selection_acc": [], "test_acc": 0.0}
+    out = {"run": dataclasses.asdict(run), "diverged_at": None, "selection_acc": [], "test_acc": 0.0,
+           "num_classes": data.num_classes, "split_sizes": [len(data.train), len(data.val), len(test)]}
     try:
         res = train(cfg, model=model, data=data, step_callback=tracker)
         out["selection_acc"] = [h["val_acc"] for h in res.history]
@@ -297,6 +308,7 @@ def analyse(runs: dict[Run, dict], seeds: list[int], invariance_error: float) ->
     """The claims rows, the table and the headline numbers from the runs (keyed by Run)."""
     sgd = _family("sgd")
     steps = next(iter(runs.values()))["steps"]
+    classes = next(iter(runs.values())).get("num_classes", round(1 / CHANCE))  # chance is 1/classes
     early = early_steps(steps)
     invariant = precondition(
         "every conv weight is scale-invariant (doubling all conv weights leaves the training-mode logits "
@@ -395,7 +407,8 @@ def analyse(runs: dict[Run, dict], seeds: list[int], invariance_error: float) ->
         all_finished = all(r["diverged_at"] is None for r in best[False] + best[True])
         pre4 = [invariant, detected(fam), control(fam),
                 precondition(f"the baseline ({fam.baseline}, its best lr) beats chance well: mean test accuracy > "
-                             f"1/6 + {ABOVE_CHANCE}", base_mean > CHANCE + ABOVE_CHANCE, f"{base_mean:.3f}"),
+                             f"1/{classes} + {ABOVE_CHANCE}", base_mean > 1 / classes + ABOVE_CHANCE,
+                             f"{base_mean:.3f}"),
                 precondition(f"the task is not saturated: the baseline's mean test accuracy <= {CEILING}",
                              base_mean <= CEILING, f"{base_mean:.3f}"),
                 precondition(f"the baseline converged: its selection accuracy rose < {CONVERGED_RISE} over the last "
@@ -473,7 +486,8 @@ def _band(ax, curves: list[list[float]], color: str, label: str) -> None:
     ax.fill_between(steps, values.min(0).values, values.max(0).values, color=color, alpha=0.2)
 
 
-def _plots(runs: dict[Run, dict], seeds: list[int], out_dir: Path) -> list[str]:
+def _plots(runs: dict[Run, dict], seeds: list[int], out_dir: Path, data_label: str = f"Color-dSprites {TASK}"
+           ) -> list[str]:
     """Norms and effective steps over training at the reference lr, and accuracy over the lr sweep."""
     import matplotlib
 
@@ -520,7 +534,7 @@ def _plots(runs: dict[Run, dict], seeds: list[int], out_dir: Path) -> list[str]:
         ax.set(xscale="log", xlabel="learning rate", ylabel="accuracy (mean over seeds)",
                title=f"{fam.baseline} vs {fam.projected}: the lr sweep")
         ax.legend(fontsize=8)
-    fig.suptitle(f"Color-dSprites {TASK}: the lr is picked on the selection split, the claim read on the test split")
+    fig.suptitle(f"{data_label}: the lr is picked on the selection split, the claim read on the test split")
     fig.tight_layout()
     save_figure(fig, out_dir / "adamp_accuracy.png", dpi=110)
     return ["adamp_norms.png", "adamp_accuracy.png"]
@@ -546,7 +560,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
     cpu = device == "cpu"
     plan = plan_runs(seeds)
     # Seed-major order: a worker mostly reuses the splits it rendered for the previous job.
-    jobs = [(r, scale, config.img_size, device) for r in plan]
+    jobs = [(r, scale, config.img_size, device) + ((config.data,) if config.data else ()) for r in plan]
     workers = min(2, available_cpus(), len(jobs)) if cpu else 1
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     # Small networks run fastest, and steadiest on a busy machine, on one thread per process.
@@ -555,7 +569,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
         invariance = max(scale_invariance_error(s, scale.width, config.img_size) for s in seeds)
     runs = dict(zip(plan, results))
     found = analyse(runs, seeds, invariance)
-    plots = _plots(runs, seeds, out_dir)
+    plots = _plots(runs, seeds, out_dir, *([config.data] if config.data else []))
     elapsed, cpu_time = time.perf_counter() - start, _cpu_seconds() - cpu_start
 
     rows = {c["id"]: c for c in found["claims"]}
@@ -571,11 +585,16 @@ def run_experiment(config: ExperimentConfig) -> dict:
     measured = (f"{label}: {len(plan)} runs of {steps} steps, {len(seeds)} seeds. "
                 + "; ".join(said(c["id"], " points" if c["id"].startswith("acc_") else "")
                             for c in found["claims"]) + ".")
-    regime = (f"ScaleInvariantNet (3 x bias-free conv-BN-ReLU, width {scale.width}, GAP, fc) on Color-dSprites "
-              f"{TASK} (6 classes) at {config.img_size} px; {scale.train_size} training images, batch "
+    n_train, n_selection, n_test = results[0]["split_sizes"]
+    classes = results[0]["num_classes"]
+    data = (f"Color-dSprites {TASK} (6 classes)" if config.data is None else
+            f"user data {config.data} ({classes} classes, its own train/val split decoded once, the val split cut "
+            "into selection and test)")
+    regime = (f"ScaleInvariantNet (3 x bias-free conv-BN-ReLU, width {scale.width}, GAP, fc) on {data} at "
+              f"{config.img_size} px; {n_train} training images, batch "
               f"{scale.batch_size}, {scale.epochs} epochs ({steps} steps) of a cosine schedule to zero without "
-              f"warm-up (the paper's schedule style, scaled down); lr picked on {scale.selection_size} selection "
-              f"images, accuracy read on {scale.test_size} test images; control = the same optimizer with its "
+              f"warm-up (the paper's schedule style, scaled down); lr picked on {n_selection} selection "
+              f"images, accuracy read on {n_test} test images; control = the same optimizer with its "
               "projection off (delta=0), same initialisation and data order per seed.")
     return make_result(
         area="adamp",
@@ -590,6 +609,8 @@ def run_experiment(config: ExperimentConfig) -> dict:
         plots=plots,
         seeds=seeds,
         details={**found["details"], "scale": dataclasses.asdict(scale), "img_size": config.img_size,
+                 "data": config.data or "dsprites", "num_classes": classes,
+                 "split_sizes": {"train": n_train, "selection": n_selection, "test": n_test},
                  "headline": head["id"], "families": [dataclasses.asdict(f) for f in FAMILIES],
                  "momenta": list(MOMENTA), "invariance_error": invariance, "worker_processes": workers,
                  "time_s": elapsed, "cpu_time_s": cpu_time,

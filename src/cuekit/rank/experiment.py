@@ -77,25 +77,29 @@ def channel_pair(settings: dict, num_classes: int, img_size: int) -> tuple[dict,
 
 
 @functools.lru_cache(maxsize=2)
-def _data(task: str, img_size: int, train_size: int, val_size: int, seed: int):
-    from cuekit.data import create_dataset, materialise
+def _data(task: str, img_size: int, train_size: int, val_size: int, seed: int, spec: str | None = None):
+    """One seed's splits: Color-dSprites `task`, or the dataset `spec` of `cuekit reproduce --data`."""
+    from cuekit.report.experiments import experiment_data
 
-    return materialise(create_dataset("dsprites", task=task, img_size=img_size, train_size=train_size,
-                                      val_size=val_size, seed=seed))
+    return experiment_data(spec, builtin="dsprites", task=task, img_size=img_size, train_size=train_size,
+                           val_size=val_size, seed=seed)
 
 
-def _train_job(seed: int, name: str, cfg: dict, s: dict, img_size: int, device: str) -> dict:
-    """Train one net for one seed; val accuracy per epoch and the spectrum of its final features."""
+def _train_job(seed: int, name: str, cfg: dict, s: dict, img_size: int, device: str, spec: str | None = None
+               ) -> dict:
+    """Train one net for one seed (on `spec`'s data, None: the built-in); val accuracy per epoch and the spectrum
+    of its final features."""
     from cuekit.models.rexnet import ReXNet
     from cuekit.rank.study import effective_rank, numerical_rank, singular_values
     from cuekit.train import TrainConfig, train
 
-    data = _data(s["task"], img_size, s["train_size"], s["val_size"], seed)
+    data = _data(s["task"], img_size, s["train_size"], s["val_size"], seed, spec)
     torch.manual_seed(seed)
     model = ReXNet(**cfg, num_classes=data.num_classes)
-    tcfg = TrainConfig(model=f"rexnet_{name}", data="dsprites", task=s["task"], epochs=s["epochs"],
-                       batch_size=s["batch_size"], lr=s["lr"], opt=s["opt"], weight_decay=s["weight_decay"],
-                       warmup_epochs=0, seed=seed, out=None, img_size=img_size, device=device, progress=False)
+    tcfg = TrainConfig(model=f"rexnet_{name}", data=spec or "dsprites", task=None if spec else s["task"],
+                       epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], opt=s["opt"],
+                       weight_decay=s["weight_decay"], warmup_epochs=0, seed=seed, out=None, img_size=img_size,
+                       device=device, progress=False)
     res = train(tcfg, model=model, data=data)
     model = res.model.eval()
     x_val = data.val.tensors[0]
@@ -105,7 +109,8 @@ def _train_job(seed: int, name: str, cfg: dict, s: dict, img_size: int, device: 
     sv = singular_values(feats.T.contiguous())  # (pen,)
     return {"history": [float(h["val_acc"]) for h in res.history], "acc": float(res.final["val_acc"]),
             "nuclear_norm": float(sv.sum()), "feature_rank": int(numerical_rank(sv, float(RANK_MEASURE))),
-            "feature_effective_rank": float(effective_rank(sv)), "num_classes": data.num_classes}
+            "feature_effective_rank": float(effective_rank(sv)), "num_classes": data.num_classes,
+            "split_sizes": [len(data.train), len(data.val)]}
 
 
 def _rank_job(seed: int, rank: dict, blocks: tuple[str, ...], expansion: int | None, device: str) -> dict:
@@ -243,13 +248,14 @@ def run_experiment(config) -> dict:
     img_size = config.img_size
     start, cpu_start = time.perf_counter(), _cpu_seconds()
 
-    num_classes = _data(s["task"], 16, 8, 8, 0).num_classes  # the task's class count (a tiny render)
+    num_classes = _data(s["task"], 16, 8, 8, 0, config.data).num_classes  # the class count (a tiny draw)
     linear_cfg, stagewise_cfg, match = channel_pair(s, num_classes, img_size)
     configs = {"linear": linear_cfg, "stagewise": stagewise_cfg}
 
     cpu = device == "cpu"
     # Training runs first (the long jobs), then the random-network draws: 2 workers stay busy to the end.
-    jobs = [("train", seed, name, configs[name], s, img_size, device) for seed in seeds for name in configs]
+    jobs = [("train", seed, name, configs[name], s, img_size, device) + ((config.data,) if config.data else ())
+            for seed in seeds for name in configs]
     jobs += [("rank", seed, rank, ("conv1x1",), None, device) for seed in seeds]
     fig_blocks = figure.pop("blocks")
     jobs.append(("rank", seeds[0], figure, fig_blocks, FIGURE_EXPANSION, device))
@@ -262,6 +268,7 @@ def run_experiment(config) -> dict:
     n_train = 2 * len(seeds)
     train_runs = {(job[1], job[2]): r for job, r in zip(jobs[:n_train], results[:n_train])}
     rank_runs = results[n_train:n_train + len(seeds)]
+    n_train_images, n_val_images = results[0]["split_sizes"]  # the first training run's splits
     figure_run = results[-1]
 
     # ---- random-network rows ----
@@ -337,9 +344,12 @@ def run_experiment(config) -> dict:
     pre_feat = precondition("the final features have the same width and the same images",
                             linear_cfg["pen_channels"] == stagewise_cfg["pen_channels"],
                             f"{linear_cfg['pen_channels']} vs {stagewise_cfg['pen_channels']} channels, "
-                            f"{s['val_size']} val images")
-    train_regime = (f"{'quick, ' if quick else ''}{img_size} px Color-dSprites '{s['task']}' ({num_classes} classes), "
-                    f"{s['train_size']} train / {s['val_size']} val images (rendered per seed), {s['epochs']} epochs, "
+                            f"{n_val_images} val images")
+    data = (f"Color-dSprites '{s['task']}'" if config.data is None else
+            f"user data {config.data} (its own train/val split, decoded once)")
+    train_regime = (f"{'quick, ' if quick else ''}{img_size} px {data} ({num_classes} classes), "
+                    f"{n_train_images} train / {n_val_images} val images "
+                    f"({'rendered' if config.data is None else 'drawn'} per seed), {s['epochs']} epochs, "
                     f"batch {s['batch_size']}, {s['opt']} lr {s['lr']} cosine; {len(linear_cfg['block_channels'])} "
                     f"ReXNet blocks (SE, SiLU after the expand 1x1, ReLU6 after the dw conv), stem "
                     f"{s['stem_channels']}, penultimate {s['pen_channels']}; only the block widths differ")
@@ -431,7 +441,8 @@ def run_experiment(config) -> dict:
                                                     for n in configs},
                          "configs": {n: c["block_channels"] for n, c in configs.items()}, "match": match,
                          "params": cost["params"], "macs": cost["macs"]},
-            "scale": "quick (smoke scale, 32 px)" if quick else "full",
+            "scale": "quick (smoke scale, 32 px)" if quick else "full", "data": config.data or "dsprites",
+            "split_sizes": {"train": n_train_images, "val": n_val_images},
             "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu_start,
         },
     )

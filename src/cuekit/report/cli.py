@@ -7,10 +7,11 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `reproduce` command."""
     from cuekit.cli import output_file
-    from cuekit.report.experiments import AREA_MODULES
+    from cuekit.report.experiments import AREA_MODULES, DATA_KINDS
     p = sub.add_parser(
         "reproduce", help="reproduce each paper's claim on built-in data and write an HTML report",
-        description="Run the experiment of every implemented area (or only the AREAs named) on built-in data, "
+        description="Run the experiment of every implemented area (or only the AREAs named) on built-in data "
+        "(with --data, on a dataset of yours, for the areas whose experiment allows it), "
         "writing OUT/<area>/results.json and PNG plots, then OUT/index.html: per area the paper's claim, what "
         "was measured, the verdict (held / did not hold / inconclusive, from >= 3 seeds), a table and plots. "
         "--quick (default) is a smoke-scale run at 32 px meant to take about 15 minutes on 2 CPU cores; "
@@ -30,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seeds per experiment (default: 3); fewer than 3 makes every verdict inconclusive")
     p.add_argument("--device", default="auto",
                    help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument("--data", default=None, metavar="SPEC",
+                   help="run the experiment on this dataset instead of the built-in one, for the areas whose "
+                   f"experiment allows it ({', '.join(DATA_KINDS)}): a spec of `cuekit data list`, e.g. "
+                   "folder:PATH or cifar10:PATH; its own train/val split is used, subsampled to the experiment's "
+                   "sizes, at the experiment's image size. Other areas refuse it, before anything runs")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: rebuild OUT/index.html from the results already in OUT")
@@ -49,8 +55,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     from cuekit.report.runner import resolve_areas, resolve_device, run_reproduce, summary_rows
 
     if args.report_only:
-        if args.areas:
-            raise UsageError("--report-only runs nothing and takes no AREA: it rebuilds the whole page")
+        if args.areas or args.data:
+            raise UsageError("--report-only runs nothing and takes no AREA or --data: it rebuilds the whole page")
         print(f"report written to {write_index(args.out)}")
         _write_markdown(args)
         return 0
@@ -58,7 +64,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     if 1 <= args.seeds < 3:
         print(f"cuekit: warning: {args.seeds} seed(s) < 3: every verdict will be inconclusive", file=sys.stderr)
     run = run_reproduce(args.areas, out_dir=args.out, quick=args.quick, seeds=args.seeds, device=args.device,
-                        workers=args.workers, progress=not args.no_progress)
+                        workers=args.workers, progress=not args.no_progress, data=args.data)
     if run.records:
         print(format_table(*summary_rows(run)))
     else:

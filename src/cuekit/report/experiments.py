@@ -10,7 +10,10 @@ import dataclasses
 import math
 import statistics
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from cuekit.data.registry import DataBundle
 
 # area name -> module holding `run_experiment`. Each issue adds its line; a module that does
 # not exist yet is reported as "not implemented yet" in the index page.
@@ -29,6 +32,26 @@ AREA_MODULES: dict[str, str] = {
 
 VERDICTS = ("held", "did not hold", "inconclusive")
 
+# `cuekit reproduce AREA --data SPEC`: the areas whose experiment can run on a user's dataset in place of its
+# built-in one, with the kind of data each takes, and the areas that refuse, with why (docs/<area>.md, Reproduction).
+DATA_KINDS: dict[str, str] = {"adamp": "image", "pit": "image", "rexnet": "image", "transmit": "image"}
+DATA_REFUSALS: dict[str, str] = {
+    "wcst": "wcst's claim needs equally predictive constructed cues; it runs on its built-in Color-dSprites only "
+            "(`cuekit wcst audit` audits a dataset of labelled attributes)",
+    "wsol": "wsol's claims are scored against object boxes and masks on the protocol's train / held-out / test "
+            "splits; it runs on its built-in shapes-loc only (`cuekit wsol train` / `wsol eval` take CUB or ImageNet)",
+    "robustness": "robustness's near-OOD set is the dSprites shape never trained on, and its baseline is sized to "
+                  "be over-confident there; it runs on its built-in Color-dSprites only (`cuekit robustness "
+                  "bench` takes a dataset)",
+    "videomix": "videomix's claims compare a scene-biased training draw with a scene-free one, judged on a "
+                "scene-free test split; it runs on its built-in moving-shapes only (`cuekit train --reg "
+                "videomix-s` takes a video dataset)",
+    "relabel": "relabel's claims are read with multi-label (ReaL-style) accuracy, which needs every object of an "
+               "image labelled; it runs on its built-in multi-shapes only (`cuekit relabel generate` takes a dataset)",
+    "nara": "nara's experiment trains autoregressive models on its constructed text and image-patch sequences, not "
+            "a classifier; it runs on its built-in domains only",
+}
+
 
 @dataclasses.dataclass
 class ExperimentConfig:
@@ -41,6 +64,55 @@ class ExperimentConfig:
     device: str = "cpu"
     workers: int = 0         # DataLoader workers
     progress: bool = True    # whether the area may show progress bars
+    data: str | None = None  # a dataset spec (`cuekit data list`) to run on instead of the built-in data
+
+
+def check_data_areas(areas: Sequence[str], spec: str) -> None:
+    """Refuse `--data SPEC` (UsageError) before anything runs: for areas that take only their built-in data, for
+    image areas given video data, or for a spec that cannot be read as training data (probed once, small)."""
+    from cuekit.data.registry import check_training_data, create_dataset, is_video_dataset
+    from cuekit.errors import UsageError
+
+    refusing = [a for a in areas if a not in DATA_KINDS]
+    if refusing:
+        why = "; ".join(DATA_REFUSALS.get(a, f"{a}'s experiment runs on its built-in data only") for a in refusing)
+        raise UsageError(f"--data is refused by {', '.join(refusing)}: {why} (areas that take --data: "
+                         f"{', '.join(DATA_KINDS)})")
+    video = is_video_dataset(spec)
+    wrong = [a for a in areas if (DATA_KINDS[a] == "video") != video]
+    if wrong:
+        raise UsageError(f"{', '.join(wrong)} take{'s' if len(wrong) == 1 else ''} {DATA_KINDS[wrong[0]]} data "
+                         f"but {spec} is {'video' if video else 'image'} data")
+    check_training_data(create_dataset(spec, img_size=32, train_size=1, val_size=1))
+
+
+def experiment_data(spec: str | None, *, builtin: str, task: str | None, img_size: int, train_size: int | None,
+                    val_size: int | None, seed: int) -> DataBundle:
+    """The DataBundle of one run, its splits as TensorDatasets: the built-in dataset (`builtin` with `task`,
+    rendered once) when spec is None, else the spec's own train/val split subsampled to train_size / val_size
+    (seeded), at img_size, each image decoded once (training images through the dataset's own training
+    transform, its randomness seeded, so every run of a seed sees the same tensors)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cuekit.data.registry import check_training_data, create_dataset, materialise
+    from cuekit.errors import DataError
+
+    if spec is None:
+        return materialise(create_dataset(builtin, task=task, img_size=img_size, train_size=train_size,
+                                          val_size=val_size, seed=seed))
+    bundle = create_dataset(spec, img_size=img_size, train_size=train_size, val_size=val_size, seed=seed)
+    check_training_data(bundle)
+
+    def decode(ds) -> TensorDataset:
+        if len(ds) == 0:
+            raise DataError(f"{spec}: a split holds no images")
+        xs, ys = zip(*DataLoader(ds, batch_size=256, shuffle=False, num_workers=0))
+        return TensorDataset(torch.cat(xs), torch.cat(ys).long())
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return dataclasses.replace(bundle, train=decode(bundle.train), val=decode(bundle.val))
 
 
 def verdict(effects: Sequence[float], expected_sign: int = 1) -> str:

@@ -160,6 +160,7 @@ def _meta_html(record: dict) -> str:
     if config:
         items.append(f"Device: {config.get('device', 'n/a')}")
         items.append(f"Image size: {config.get('img_size', 'n/a')} px")
+        items.append(f"Data: {config['data']}" if config.get("data") else "Data: built-in")
     if record.get("finished_at"):
         items.append(f"Finished: {record['finished_at']}")
     return f'<p class="note">{_e(" · ".join(items))}</p>'

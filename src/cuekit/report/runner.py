@@ -99,10 +99,11 @@ def resolve_device(device: str) -> str:
 
 
 def make_config(area_dir: Path, *, quick: bool, seeds: int, device: str, workers: int,
-                progress: bool = True) -> ExperimentConfig:
-    """The ExperimentConfig for one area: quick = 32 px smoke scale, full = 64 px."""
+                progress: bool = True, data: str | None = None) -> ExperimentConfig:
+    """The ExperimentConfig for one area: quick = 32 px smoke scale, full = 64 px; data: a spec or None (built-in)."""
     return ExperimentConfig(out_dir=area_dir, quick=quick, seeds=tuple(range(seeds)),
-                            img_size=32 if quick else 64, device=device, workers=workers, progress=progress)
+                            img_size=32 if quick else 64, device=device, workers=workers, progress=progress,
+                            data=data)
 
 
 def machine_facts() -> dict:
@@ -256,8 +257,12 @@ def run_reproduce(
     device: str = "auto",
     workers: int = 0,
     progress: bool = True,
+    data: str | None = None,
 ) -> ReproduceRun:
     """Run the named (default: every implemented) area's experiment, then write OUT/index.html.
+
+    data: a dataset spec to run on instead of each area's built-in data; every area named must take it
+    (`experiments.DATA_KINDS`), checked before any area runs.
 
     Each area writes OUT/<area>/results.json (run_experiment's dict plus config, environment,
     time_s, scale, status) and its PNGs; OUT/reproduce.json keeps the run's mode and total time.
@@ -273,6 +278,8 @@ def run_reproduce(
         raise UsageError(f"--workers must be 0 or more, got {workers}")
     chosen = resolve_areas(areas)
     dev = resolve_device(device)
+    if data is not None:
+        experiments.check_data_areas(chosen, data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scale = QUICK_SCALE if quick else FULL_SCALE
@@ -289,7 +296,7 @@ def run_reproduce(
         atomic_write_json(out / RUN_FILE, {
             "mode": "quick" if quick else "full", "scale": scale, "areas": chosen,
             "finished_areas": list(records), "seeds": seeds, "device": dev, "workers": workers,
-            "img_size": 32 if quick else 64, "total_time_s": total, "started_at": started,
+            "img_size": 32 if quick else 64, "data": data, "total_time_s": total, "started_at": started,
             "finished_at": _now(), "budget_s": QUICK_BUDGET_S if quick else None,
             "environment": environment(), "machine": machine,
         })
@@ -299,7 +306,7 @@ def run_reproduce(
         for area in bar:
             bar.set_postfix_str(area)
             config = make_config(out / area, quick=quick, seeds=seeds, device=dev, workers=workers,
-                                 progress=progress)
+                                 progress=progress, data=data)
             rec = run_area(area, experiments.AREA_MODULES[area], config, scale)
             records[area] = rec
             shown = rec["verdict"] if rec["status"] == "completed" else f"FAILED ({rec['error']})"

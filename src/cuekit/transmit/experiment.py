@@ -119,11 +119,12 @@ def _save_float_file(state: dict[str, Tensor], path: Path, dtype: torch.dtype) -
     save_file({k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}, str(path))
 
 
-def _data(seed: int, scale: Scale, img_size: int):
-    from cuekit.data.registry import create_dataset
+def _data(seed: int, scale: Scale, img_size: int, spec: str | None = None):
+    """One seed's splits: Color-dSprites, or the dataset `spec` of `cuekit reproduce --data`."""
+    from cuekit.report.experiments import experiment_data
 
-    return create_dataset("dsprites", task=TASK, img_size=img_size, train_size=scale.train_size,
-                          val_size=scale.val_size, seed=seed)
+    return experiment_data(spec, builtin="dsprites", task=TASK, img_size=img_size, train_size=scale.train_size,
+                           val_size=scale.val_size, seed=seed)
 
 
 def _train_seed(job: tuple) -> str:
@@ -131,25 +132,29 @@ def _train_seed(job: tuple) -> str:
     from cuekit.data.registry import materialise
     from cuekit.train import TrainConfig, train
 
-    seed, scale, work, img_size, device = job
+    seed, scale, work, img_size, device, *spec = job  # a 6th item: the --data spec (absent or None: built-in)
+    spec = spec[0] if spec else None
     run_dir = Path(work) / f"train-{seed}"
-    cfg = TrainConfig(model=scale.model, data="dsprites", task=TASK, epochs=scale.epochs, batch_size=scale.batch_size,
+    cfg = TrainConfig(model=scale.model, data=spec or "dsprites", task=None if spec else TASK, epochs=scale.epochs,
+                      batch_size=scale.batch_size,
                       lr=0.1, opt="sgd", weight_decay=5e-4, momentum=0.9, seed=seed, out=str(run_dir),
                       train_size=scale.train_size, val_size=scale.val_size, img_size=img_size, device=device,
                       progress=False, model_kwargs={"width": scale.width})
-    train(cfg, data=materialise(_data(seed, scale, img_size)))
+    train(cfg, data=materialise(_data(seed, scale, img_size, spec)))
     return str(run_dir / "model.safetensors")
 
 
-def _measure_seed(seed: int, ckpt: Path, scale: Scale, work: Path, img_size: int, device: str) -> dict:
-    """Pack, serve on the simulated link and fetch one seed's model; accuracy of every stage."""
+def _measure_seed(seed: int, ckpt: Path, scale: Scale, work: Path, img_size: int, device: str,
+                  spec: str | None = None) -> dict:
+    """Pack, serve on the simulated link and fetch one seed's model; accuracy of every stage (on `spec`'s
+    validation split, None: the built-in data's)."""
     from cuekit.data.registry import materialise
     from cuekit.models.registry import create_model, read_state_dict
     from cuekit.train import evaluate
     from cuekit.transmit.package import MANIFEST_NAME, pack
     from cuekit.transmit.server import ServerThread
 
-    data = materialise(_data(seed, scale, img_size))
+    data = materialise(_data(seed, scale, img_size, spec))
     state, _ = read_state_dict(ckpt)
     root = work / f"serve-{seed}"
     manifests = {name: pack(ckpt, root / name, full_precision_1d=fp1d) for name, fp1d in VARIANTS.items()}
@@ -185,6 +190,7 @@ def _measure_seed(seed: int, ckpt: Path, scale: Scale, work: Path, img_size: int
     manifest_bytes = {name: (root / name / MANIFEST_NAME).stat().st_size for name in VARIANTS}
     result = {
         "seed": seed, "acc_float16": acc16, "chance": 1.0 / data.num_classes,
+        "split_sizes": [len(data.train), len(data.val)],
         "t_float16": timings["float16"]["time_s"], "bytes_float16": timings["float16"]["bytes"],
         "transfer_s_float16": timings["float16"]["bytes"] / rate,
         "stages": stages,
@@ -315,13 +321,15 @@ def run_experiment(config: ExperimentConfig, scale: Scale | None = None) -> dict
     try:
         # Training is independent per seed: the seeds share the cores as processes. The timed transfers then
         # run one at a time in this process, so that no transfer competes with another for the CPU.
-        jobs = [(seed, scale, str(work), img_size, config.device) for seed in seeds]
+        jobs = [(seed, scale, str(work), img_size, config.device) + ((config.data,) if config.data else ())
+                for seed in seeds]
         ckpts = run_jobs(_train_seed, jobs, workers=min(available_cpus(), len(jobs)) if cpu else 1,
                          desc="transmit: training", progress=config.progress, threads=1 if cpu else None)
         with torch_threads(1 if cpu else None):
             for seed, ckpt in tqdm(list(zip(seeds, ckpts)), desc="transmit: transfers", unit="seed", leave=False,
                                    disable=not config.progress):
-                per_seed.append(_measure_seed(seed, Path(ckpt), scale, work, img_size, config.device))
+                per_seed.append(_measure_seed(seed, Path(ckpt), scale, work, img_size, config.device,
+                                              config.data))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     plots = _plots(out_dir, per_seed)
@@ -347,8 +355,10 @@ def run_experiment(config: ExperimentConfig, scale: Scale | None = None) -> dict
     t_final = mean_spread([s["stages"]["paper"][-1]["time_s"] for s in per_seed])
     size = mean_spread([s["package_bytes"]["paper"] / s["bytes_float16"] for s in per_seed])
     label = "quick (smoke scale, 32 px)" if config.quick else "full"
+    n_train, n_val = per_seed[0]["split_sizes"]
+    data = f"Color-dSprites {TASK}" if config.data is None else f"user data {config.data}"
     measured = (
-        f"[{label}] {scale.model} (width {scale.width}) on Color-dSprites {TASK}, served on 127.0.0.1 at "
+        f"[{label}] {scale.model} (width {scale.width}) on {data}, served on 127.0.0.1 at "
         f"{scale.rate_mbit:g} Mbit/s with {scale.rtt_ms:g} ms added per request. First usable stage (within "
         f"{USABLE_GAP * 100:g} point of the float16 model) per seed: {first('paper')}; the float16 file's prediction "
         f"at {t16[0]:.2f} ± {t16[1]:.2f} s; the final stage's at {t_final[0]:.2f} ± {t_final[1]:.2f} s. Parts and "
@@ -367,9 +377,14 @@ def run_experiment(config: ExperimentConfig, scale: Scale | None = None) -> dict
         measured=measured, table={"columns": columns, "rows": rows}, plots=plots, claims=claims,
         regime=(f"trained {scale.model} (width {scale.width}); a link of {scale.rate_mbit:g} Mbit/s and "
                 f"{scale.rtt_ms:g} ms per request, where a round trip is about 1% of the float16 transfer as for "
-                "a MobileNetV2 in a browser; the baseline is the float16 file, the size of the final stage"),
+                "a MobileNetV2 in a browser; the baseline is the float16 file, the size of the final stage"
+                + ("" if config.data is None else
+                   f"; trained and evaluated on user data {config.data} (its own train/val split, decoded once: "
+                   f"{n_train} training and {n_val} validation images at {img_size} px)")),
         seeds=list(config.seeds),
-        details={"scale": dataclasses.asdict(scale), "usable_gap": USABLE_GAP, "sooner_factor": SOONER_FACTOR,
+        details={"scale": dataclasses.asdict(scale), "data": config.data or "dsprites",
+                 "split_sizes": {"train": n_train, "val": n_val}, "usable_gap": USABLE_GAP,
+                 "sooner_factor": SOONER_FACTOR,
                  "final_tolerance": FINAL_TOLERANCE, "bytes_tolerance": BYTES_TOLERANCE,
                  "time_tolerance": TIME_TOLERANCE, "link_bound": LINK_BOUND, "per_seed": per_seed},
     )
