@@ -179,6 +179,10 @@ def test_canny_and_chamfer_distance_are_opencvs():
         ours = _chamfer_distance(torch.from_numpy(zero)[None, None])[0, 0].float().numpy()
         ref = cv2.distanceTransform(np.where(zero, 0, 255).astype(np.uint8), cv2.DIST_L2, 5)
         np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5)  # OpenCV adds in float32 along each path
+        # spatter's truncated distances (whole numbers of 2^-23 in int32): the same up to the limit
+        truncated = _chamfer_distance(torch.from_numpy(zero)[None, None], limit=20)[0, 0].clamp(max=20).numpy()
+        np.testing.assert_array_equal(truncated, np.minimum(ours, 20))
+        np.testing.assert_allclose(truncated, np.minimum(ref, 20), rtol=0, atol=2e-5)
 
 
 def test_shot_noise_draws_the_poisson_law():

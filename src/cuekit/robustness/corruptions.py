@@ -19,12 +19,16 @@ How the results relate to the reference code (all documented in docs/robustness.
   Canny edges, 5x5 chamfer distance transform, histogram equalisation and emboss exactly; given the
   reference's random draws both give the reference's output;
 - shot noise samples the Poisson law exactly (alias tables for the 256 levels of 8-bit intensities);
+  impulse noise flips values with its probability to 2^-16 (16-bit draws) and fog's plasma noise has a
+  resolution of 2^-15 of its range;
 - frost uses a procedural ice texture instead of six photographs (no files, no downloads), at the
   photographs' mean colour; the CIFAR elastic transform samples once (affine and elastic maps
   composed) where the CIFAR script resamples twice.
 Random corruptions draw from a torch.Generator on the images' device, so a seed gives the same
 result on the same device (different devices have different random streams). On the CPU a batch
-is processed a few images at a time, so that intermediates stay in the processor's cache.
+is processed a few images at a time, so that intermediates stay in the processor's cache; fog's and
+spatter's random layers are made for the whole batch at once (their work is a sequence of small steps)
+and laid over the images a few at a time.
 """
 from __future__ import annotations
 
@@ -216,14 +220,58 @@ def _fft_filter(xp: Tensor, kernel: Tensor, out_h: int, out_w: int) -> Tensor:
     return full[..., kh - 1:kh - 1 + out_h, kw - 1:kw - 1 + out_w]
 
 
+_BAND_BLOCK = 16  # outputs per block of the banded matrix products (small blocks: few wasted zero taps)
+_BAND_MIN_TAPS = 9  # kernels at least this long correlate by matrix products, shorter ones by shifted slices
+
+
+@functools.lru_cache(maxsize=128)
+def _band_blocks(n: int, weights: tuple[float, ...], mode: str, dtype: torch.dtype,
+                 device: str) -> tuple[tuple[int, int, int, int, Tensor, Tensor], ...]:
+    """Correlation along a length-n axis with a centred odd kernel, border `mode` folded in, as blocks of
+    a banded (n, n) matrix: (first output, outputs, first input, end input, block, its transpose)."""
+    r = len(weights) // 2
+    src = _border_index(n, r, r, mode, "cpu")
+    full = torch.zeros(n, n, dtype=torch.float64)
+    rows = torch.arange(n)
+    for k, wt in enumerate(weights):
+        full.index_put_((rows, src[k:k + n]), torch.full((n,), float(wt), dtype=torch.float64), accumulate=True)
+    blocks = []
+    for j0 in range(0, n, _BAND_BLOCK):
+        t = min(_BAND_BLOCK, n - j0)
+        cols = full[j0:j0 + t].abs().sum(0).nonzero().squeeze(1)
+        lo, hi = int(cols.min()), int(cols.max()) + 1
+        m = full[j0:j0 + t, lo:hi].to(dtype=dtype, device=device)
+        blocks.append((j0, t, lo, hi, m.contiguous(), m.T.contiguous()))
+    return tuple(blocks)
+
+
+def _correlate_axis(x: Tensor, weights: tuple[float, ...], dim: int, mode: str) -> Tensor:
+    """Correlate every row (dim -1) or column (dim -2) of x with a centred odd kernel, border `mode`.
+
+    Short kernels: sums of shifted slices of the padded images. Long ones: products with the blocks of
+    a banded matrix that holds the border too (no padded copy; a matrix product is many times faster
+    per tap than a pass over the images on the CPU)."""
+    r = len(weights) // 2
+    if r == 0:
+        return x * weights[0]
+    if len(weights) < _BAND_MIN_TAPS or not x.is_floating_point():
+        return _shift_sum(_pad_axis(x, dim, r, r, mode), weights, dim)
+    n = x.shape[dim]
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for j0, t, lo, hi, m, mt in _band_blocks(n, tuple(weights), mode, x.dtype, str(x.device)):
+        if dim == -1:
+            out[..., j0:j0 + t] = x[..., lo:hi] @ mt
+        else:
+            out[..., j0:j0 + t, :] = m @ x[..., lo:hi, :]
+    return out
+
+
 def _filter_separable(x: Tensor, kh: tuple[float, ...] | None, kw: tuple[float, ...] | None, mode: str) -> Tensor:
     """Correlate every channel with kh along H and kw along W (odd, centred), border `mode`."""
     if kh is not None and len(kh) > 1:
-        r = len(kh) // 2
-        x = _shift_sum(_pad_axis(x, -2, r, r, mode), kh, -2)
+        x = _correlate_axis(x, kh, -2, mode)
     if kw is not None and len(kw) > 1:
-        r = len(kw) // 2
-        x = _shift_sum(_pad_axis(x, -1, r, r, mode), kw, -1)
+        x = _correlate_axis(x, kw, -1, mode)
     return x
 
 
@@ -265,15 +313,26 @@ def _from_rgb(y: Tensor, channels: int) -> Tensor:
 
 
 def rgb_to_hsv(x: Tensor) -> Tensor:
-    """(N, 3, H, W) RGB in [0, 1] -> HSV in [0, 1], with scikit-image's conventions (ties: blue > green > red)."""
+    """(N, 3, H, W) RGB in [0, 1] -> HSV in [0, 1], with scikit-image's conventions (ties: blue > green > red).
+
+    The cases are told apart by indicators ceil(v - c) (1 where channel c is below the maximum v; all
+    differences are in [0, 1]) and chosen by lerp with them: the same values as comparisons and torch.where,
+    several times cheaper on the CPU."""
     r, g, b = x.unbind(1)
     v = x.amax(1)
     delta = v - x.amin(1)
-    grey = delta <= 0
-    safe = delta + grey  # 1 where grey: those pixels get hue and saturation 0
-    s = delta / (v + (v <= 0))
-    h = _select(b == v, 4.0 + (r - g) / safe, _select(g == v, 2.0 + (b - r) / safe, (g - b) / safe))
-    h = (h / 6.0).remainder(1.0) * ~grey
+    grey = delta.ceil().neg_().add_(1)  # 1 where r = g = b: those pixels get hue and saturation 0
+    safe = delta + grey
+    s = delta / (v.ceil().neg_().add_(1).add_(v))  # v where v > 0, else 1
+    not_blue = (v - b).ceil_()  # 1 unless blue is the maximum
+    not_green = (v - g).ceil_()
+    h_blue = (r - g).div_(safe).add_(4.0)
+    h_green = (b - r).div_(safe).add_(2.0)
+    h_red = (g - b).div_(safe)
+    # lerp with weights 0 and 1 returns either end exactly: green's hue where green is the maximum, else
+    # red's; then blue's where blue is the maximum
+    h = torch.lerp(h_blue, torch.lerp(h_green, h_red, not_green), not_blue)
+    h = h.div_(6.0).remainder_(1.0).mul_(grey.neg_().add_(1))
     return torch.stack([h, s, v], 1)
 
 
@@ -298,13 +357,6 @@ def _randn(shape, g, device) -> Tensor:
     return torch.randn(shape, generator=g, device=device)
 
 
-def _select(mask: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
-    """torch.where(mask, a, b) as a * m + b * (1 - m): the same values for finite inputs, and on the CPU
-    many times faster than torch.where / masked_fill on large tensors."""
-    m = mask.to(torch.float32 if not isinstance(a, Tensor) else a.dtype)
-    return a * m + b * (1 - m)
-
-
 def plasma_fractal(n: int, size: int, decay: float, generator: torch.Generator | None = None,
                    device: torch.device | str = "cpu") -> Tensor:
     """Diamond-square height maps (n, size, size) in [0, 1], size a power of two (used by fog).
@@ -317,11 +369,18 @@ def plasma_fractal(n: int, size: int, decay: float, generator: torch.Generator |
         raise ValueError(f"plasma size must be a power of two, got {size}")
     corners = torch.zeros(n, 1, 1, device=device)  # the points set so far, `size / k` apart
     wibble = 100.0
+    # All the noise at once: 16-bit uniform integers v, the noise (2 v + 1) w^2 / 2^16 (a resolution of 2^-15 of
+    # its range, far finer than the 8-bit images it ends in; on the CPU a quarter of torch.rand's work)
+    draws = _random_words((n * (size * size - 1),), generator, device, torch.int16).to(torch.float32)
+    used = 0
 
     def noisy_mean(total: Tensor) -> Tensor:
-        noise = torch.empty(total.shape, device=device).uniform_(-wibble * wibble, wibble * wibble,
-                                                                 generator=generator)
-        return noise.add_(total, alpha=0.25)
+        nonlocal used
+        count = total.numel()
+        noise = draws[used:used + count].view(total.shape)
+        used += count
+        scale = wibble * wibble / 32768
+        return noise.mul_(scale).add_(total, alpha=0.25).add_(scale / 2)
 
     def wrapped(a: Tensor) -> Tensor:  # (n, k, k) -> (n, k + 2, k + 2), the grid wrapping around
         return F.pad(a[:, None], (1, 1, 1, 1), mode="circular")[:, 0]
@@ -484,7 +543,7 @@ def _box_taps(n_in: int, n_out: int) -> tuple[Tensor, Tensor]:
         centre = (o + 0.5) * scale
         lo = max(int(centre - support + 0.5), 0)
         hi = min(int(centre + support + 0.5), n_in)
-        taps = [s for s in range(lo, hi) if -0.5 < (s - centre + 0.5) / fscale <= 0.5]
+        taps = [s for s in range(lo, hi) if -0.5 < (s - centre + 0.5) * (1.0 / fscale) <= 0.5]  # as Pillow rounds
         runs.append(taps if taps else [lo])
     length = max(len(r) for r in runs)
     index = torch.tensor([[r[min(t, len(r) - 1)] for r in runs] for t in range(length)])
@@ -508,20 +567,43 @@ def _box_resize_axis(x: Tensor, n_out: int, dim: int) -> Tensor:
 _PIL_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (32 - 8 - 2)
 
 
+@functools.lru_cache(maxsize=64)
+def _box_runs(n_in: int, n_out: int) -> tuple[int, Tensor, list[tuple[Tensor, Tensor | None]], Tensor]:
+    """Pillow's BOX runs along one axis (contiguous: a first input and a length per output), as the work
+    of _box_resize_axis_u8: the shortest length L, the runs' starts, the further taps (index, and a 0/1
+    mask where not every run has that tap, else None) and the fixed-point weights. On the CPU."""
+    index, weight = _box_taps(n_in, n_out)
+    lengths = (weight > 0).sum(0)
+    shortest = int(lengths.min())
+    starts = index[0].contiguous()
+    more = [((starts + k).clamp(max=n_in - 1), None if bool((lengths > k).all()) else (lengths > k).to(torch.int16))
+            for k in range(shortest, int(lengths.max()))]
+    fixed = torch.floor((1 << _PIL_BITS) / lengths.double() + 0.5).to(torch.int32)
+    return shortest, starts, more, fixed
+
+
 def _box_resize_axis_u8(x: Tensor, n_out: int, dim: int) -> Tensor:
     """Pillow BOX resize of uint8 images along dim -2 or -1, in Pillow's arithmetic: each of the L
-    taps of a run weighs 1/L rounded to 22-bit fixed point, each result is rounded half up -> uint8."""
-    index, weight = _box_taps(x.shape[dim], n_out)
-    fixed = torch.floor(weight[0] * (1 << _PIL_BITS) + 0.5).to(device=x.device, dtype=torch.int32)
-    used = (weight > 0).to(device=x.device, dtype=torch.int32)
-    index = index.to(x.device)
-    acc = None
-    for t in range(index.shape[0]):
-        part = _take(x, dim, index[t]).to(torch.int32)
-        if t > 0 and not bool(used[t].all()):  # runs shorter than the longest: this tap is unused there
-            part.mul_(used[t].view(-1, 1) if dim == -2 else used[t])
-        acc = part if acc is None else acc.add_(part)
-    acc.mul_(fixed.view(-1, 1) if dim == -2 else fixed).add_(1 << (_PIL_BITS - 1))
+    taps of a run weighs 1/L rounded to 22-bit fixed point, each result is rounded half up -> uint8.
+
+    A run's sum is the sum of the shortest runs' length of consecutive inputs (window sums, taken at the
+    run's start) plus its further inputs (Pillow's runs differ by one at most)."""
+    n = x.shape[dim]
+    shortest, starts, more, fixed = _box_runs(n, n_out)
+    dev = x.device
+
+    def along(t: Tensor) -> Tensor:
+        return t.to(dev).view(-1, 1) if dim == -2 else t.to(dev)
+
+    xs = x.to(torch.int16 if 255 * (shortest + len(more)) <= 32767 else torch.int32)
+    window = xs
+    for length in range(1, shortest):  # sums of `length + 1` consecutive inputs
+        window = window.narrow(dim, 0, n - length) + xs.narrow(dim, length, n - length)
+    acc = _take(window, dim, starts.to(dev))
+    for index, mask in more:
+        part = _take(xs, dim, index.to(dev))
+        acc.add_(part if mask is None else part.mul_(along(mask)))
+    acc = acc.to(torch.int32).mul_(along(fixed)).add_(1 << (_PIL_BITS - 1))
     return acc.bitwise_right_shift_(_PIL_BITS).to(torch.uint8)
 
 
@@ -558,16 +640,17 @@ _ALIAS_MAX_MEAN = 150  # above this mean, the alias tables grow large: torch's s
 
 
 @functools.lru_cache(maxsize=32)
-def _poisson_alias_tables(c: float) -> tuple[Tensor, Tensor, int]:
+def _poisson_alias_tables(c: float) -> tuple[Tensor, int]:
     """Walker alias tables for Poisson(q c / 255), q = 0..255, built in float64 by Vose's method.
 
-    -> thresholds (256 * K,) int32 (keep the drawn outcome when a uniform integer in [0, 2^31 // K)
-    falls below it), aliases (256 * K,) int32, and K (outcomes 0..K-1; the law's mass beyond K is
-    below 1e-20).
+    -> the tables (256 * 2^b,) int32, one entry per (level, outcome) packing t * 2^b + alias, and b: a drawn
+    outcome is kept when a uniform (31 - b)-bit integer is at most t (t = -1: never), else its alias is taken.
+    Outcomes 0..2^b - 1 (the law's mass beyond them is below 1e-20).
     """
     levels = 256
     lam = torch.arange(levels, dtype=torch.float64) * (c / (levels - 1))
-    size = int(c + 12 * math.sqrt(c) + 24)
+    b = max(1, (int(c + 12 * math.sqrt(c) + 24) - 1).bit_length())
+    size = 1 << b
     k = torch.arange(size, dtype=torch.float64)
     log_lam = torch.log(lam.clamp_min(1e-300))[:, None]
     pmf = torch.exp(k[None] * log_lam - lam[:, None] - torch.lgamma(k + 1)[None])
@@ -585,8 +668,17 @@ def _poisson_alias_tables(c: float) -> tuple[Tensor, Tensor, int]:
             (small if row[g] < 1 else large).append(g)
         accept += row_accept
         alias += row_alias
-    thresholds = torch.round(torch.tensor(accept, dtype=torch.float64).clamp(0, 1) * (2 ** 31 // size))
-    return thresholds.to(torch.int32), torch.tensor(alias, dtype=torch.int32), size
+    t = torch.round(torch.tensor(accept, dtype=torch.float64).clamp(0, 1) * (1 << (31 - b))).long() - 1
+    return (t * size + torch.tensor(alias)).to(torch.int32), b
+
+
+def _random_words(shape, g, device, dtype: torch.dtype) -> Tensor:
+    """Uniformly random bit patterns of an integer dtype (int16: [-2^15, 2^15), int32: [-2^31, 2^31)), cut
+    from 64-bit draws: on the CPU a 64-bit draw costs little more than one torch.rand float."""
+    numel = math.prod(shape)
+    words = torch.empty(-(-numel // (8 // dtype.itemsize)), dtype=torch.int64, device=device)
+    words.random_(-2 ** 63, 2 ** 63 - 1, generator=g)
+    return words.view(dtype)[:numel].view(shape)
 
 
 def _poisson_small(lam: Tensor, g) -> Tensor:
@@ -607,31 +699,38 @@ def _poisson_small(lam: Tensor, g) -> Tensor:
 
 
 def _shot_noise(x, c, g, preset):
-    # Poisson(x c) exactly: x = q / 255 + d; Poisson(q c / 255) from alias tables (one uniform 31-bit integer
-    # per value: its remainder mod K picks the outcome, its quotient accepts it or takes its alias) plus
-    # Poisson(d c) by inversion where d > 0.
+    # Poisson(x c) exactly: x = q / 255 + d with q the 8-bit level below; Poisson(q c / 255) from alias tables,
+    # plus Poisson(d c) by inversion where d > 0. One uniform 31-bit integer per value: its low b bits pick one
+    # of 2^b outcomes, its high bits accept it or take its alias. Integer arithmetic and clamps only (on the CPU
+    # comparisons, boolean masks and torch.where cost several times more).
     if c > _ALIAS_MAX_MEAN:  # large means (the CIFAR preset's mildest severities): torch's own sampler
         return torch.poisson(x * c, generator=g).div_(c)
-    thresholds, alias, size = _poisson_alias_tables(float(c))
-    thresholds, alias = thresholds.to(x.device), alias.to(x.device)
-    q = torch.floor(x * 255 + 1e-3).clamp_(0, 255)
-    bits = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_(0, 2 ** 31 - 1, generator=g)
-    outcome = bits.remainder(size)
-    flat = q.to(torch.int32).mul_(size).add_(outcome).view(-1)
-    keep = bits.div_(size, rounding_mode="floor").view(-1) < thresholds.index_select(0, flat)
-    counts = _select(keep, outcome.view(-1), alias.index_select(0, flat)).view(x.shape).float()
-    rest = x.mul_(c).sub_(q.mul_(c / 255))
-    has_rest = rest > 1e-3 * c / 255  # inputs off the 8-bit grid by more than 0.001 grey levels
-    if bool(has_rest.any()):
-        counts += _poisson_small(rest * has_rest, g)
+    table, b = _poisson_alias_tables(float(c))
+    mask = (1 << b) - 1
+    levels = x.mul_(255)
+    q = (levels + 1e-3).floor_().clamp_(0, 255)
+    rest = levels.sub_(q)  # grey levels above q: 0 on the 8-bit grid, up to float rounding
+    u = _random_words(x.shape, g, x.device, torch.int32).bitwise_and_(0x7FFFFFFF)
+    outcome = u.bitwise_and(mask)
+    index = q.to(torch.int32).bitwise_left_shift_(b).bitwise_or_(outcome).view(-1)
+    entry = table.to(x.device).index_select(0, index).view(x.shape)
+    keep = entry.bitwise_right_shift(b).sub_(u.bitwise_right_shift_(b)).add_(1).clamp_(0, 1)
+    alias = entry.bitwise_and_(mask)
+    counts = outcome.sub_(alias).mul_(keep).add_(alias).float()
+    if rest.numel() and float(rest.amax()) > 1e-3:  # inputs off the 8-bit grid by more than 0.001 grey levels
+        counts += _poisson_small(rest.mul_(rest > 1e-3).mul_(c / 255), g)
     return counts.div_(c)
 
 
 def _impulse_noise(x, c, g, preset):
-    # Salt-and-pepper as scikit-image: each value flips with probability c, to 0 or 1 with equal odds.
-    u = _rand(x.shape, g, x.device)
-    keep = (u > c).float()
-    return x.mul_(keep).add_((u > c / 2).float().sub_(keep))  # salt where c / 2 < u <= c
+    # Salt-and-pepper as scikit-image: each value flips with probability c, to 0 or 1 with equal odds. One 16-bit
+    # draw v per value, uniform in [-2^15, 2^15): pepper below -2^15 + k, salt below -2^15 + 2k, k = c / 2 in
+    # units of 2^-16. Indicators from clamps of integer differences (cheaper than comparisons on the CPU).
+    k = round(c / 2 * 65536)
+    v = _random_words(x.shape, g, x.device, torch.int16).to(torch.float32)
+    keep = (v - (2 * k - 32769)).clamp_(0, 1)  # v >= 2k - 2^15
+    not_pepper = v.sub_(k - 32769).clamp_(0, 1)  # v >= k - 2^15
+    return x.mul_(keep).add_(not_pepper.sub_(keep))
 
 
 def _speckle_noise(x, c, g, preset):
@@ -723,22 +822,33 @@ def _defocus_blur(x, c, g, preset):
     kernel, half_widths, g1 = _disk_parts(float(c[0]), float(c[1]))
     if not half_widths:  # the blur reaches the kernel's border: filter with the kernel itself
         return _filter2d(x, kernel)
-    # K = disk * Gaussian: the disk as horizontal runs (prefix sums), then the separable Gaussian.
+    # K = disk * Gaussian: the disk as horizontal runs (window sums), then the separable Gaussian.
     h, w = x.shape[-2:]
     reach, rg = len(half_widths) // 2, len(g1) // 2
     pad = reach + rg
-    xp = _pad(x, (pad, pad), (pad, pad), "reflect101")
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad < min(h, w) else _pad(x, (pad, pad), (pad, pad),
+                                                                                      "reflect101")
     hp, wp = h + 2 * rg, w + 2 * rg  # size after the disk, before the Gaussian
-    prefix = F.pad(xp.cumsum(-1), (1, 0))
-    area = sum(2 * a + 1 for a in half_widths)
-    runs: dict[int, Tensor] = {}
-    out = None
+    n = xp.shape[-1]
+    rows_of: dict[int, list[int]] = {}  # half-width -> the disk's rows with that run
     for i, a in enumerate(half_widths):
-        if a not in runs:
-            runs[a] = prefix[..., reach + a + 1:reach + a + 1 + wp] - prefix[..., reach - a:reach - a + wp]
-        part = runs[a][..., i:i + hp, :]
-        out = part.clone() if out is None else out.add_(part)
-    out.mul_(1.0 / area)
+        rows_of.setdefault(a, []).append(i)
+    # Window sums of 1, 3, 5, ... pixels, each from the last plus a sum of two (in place: the images, the
+    # pair sums, one window sum and the result are all the memory it takes)
+    pairs = xp[..., :-1] + xp[..., 1:]
+    window, width = xp, 1
+    out = None
+    for a in sorted(rows_of):
+        while width < 2 * a + 1:
+            if window is xp:
+                window = xp[..., :n - 2] + pairs[..., 1:]
+            else:
+                window = window[..., :n - width - 1].add_(pairs[..., width:])
+            width += 2
+        for i in rows_of[a]:  # row i of the disk: the run of 2a + 1 pixels centred on the column
+            part = window[..., i:i + hp, reach - a:reach - a + wp]
+            out = part.clone() if out is None else out.add_(part)
+    out.mul_(1.0 / sum(2 * a + 1 for a in half_widths))
     return _shift_sum(_shift_sum(out, g1, -2), g1, -1)
 
 
@@ -781,10 +891,16 @@ def _frost(x, c, g, preset):
     return _from_rgb(c[0] * _to_rgb(x) + c[1] * ice, ch)
 
 
-def _fog(x, c, g, preset):
-    n, ch, h, w = x.shape
+def _fog_layers(n: int, h: int, w: int, c, g, device) -> Tensor:
+    """The fog of n images: plasma fractals (n, 1, h, w) (the whole batch at once: its levels are many small
+    steps)."""
     size = 1 << (max(h, w) - 1).bit_length()  # next power of two
-    fog = plasma_fractal(n, size, c[1], g, x.device)[:, None, :h, :w]
+    return plasma_fractal(n, size, c[1], g, device)[:, None, :h, :w]
+
+
+def _fog(x, c, g, preset, layers: Tensor | None = None):
+    n, ch, h, w = x.shape
+    fog = _fog_layers(n, h, w, c, g, x.device) if layers is None else layers
     max_val = x.flatten(1).amax(1).view(-1, 1, 1, 1)
     return x.add_(fog, alpha=c[0]).mul_(max_val / (max_val + c[0]))
 
@@ -794,9 +910,9 @@ def _brightness(x, c, g, preset):
         return x + c
     # Raising V in HSV with H and S fixed scales the pixel by v'/v (black becomes grey v').
     v = x.amax(1, keepdim=True)
-    v_new = (v + c).clamp(0, 1)
-    black = v <= 0
-    return x * (v_new / (v + black)) + v_new * black
+    v_new = (v + c).clamp_(0, 1)
+    black = v.ceil().neg_().add_(1)  # 1 where v = 0, else 0 (v in [0, 1]; cheaper than a comparison)
+    return x.mul_(v_new / (v + black)).add_(v_new.mul_(black))
 
 
 def _saturate(x, c, g, preset):
@@ -810,22 +926,35 @@ def _contrast(x, c, g, preset):
     return x.sub_(mean).mul_(c).add_(mean)
 
 
-def _jpeg_u8(x, c, g, preset, out=None):
-    """JPEG at quality c, as Pillow saves and reads it: uint8 -> uint8. Pillow encodes (its libjpeg call is
-    faster than torchvision's here), torchvision decodes the batch (faster than Pillow's); same bytes."""
-    import io
+@functools.lru_cache(maxsize=2)
+def _jpeg_rawmode(channels: int) -> str:
+    """How Pillow's JPEG encoder reads the image: grey as it is; RGB in Pillow's own 4-byte pixels where its
+    libjpeg is libjpeg-turbo (which reads RGBX itself, the same bytes; no row repacking), else packed RGB."""
+    if channels == 1:
+        return "L"
+    from PIL import features
 
+    return "RGBX" if features.check_feature("libjpeg_turbo") else "RGB"
+
+
+def _jpeg_u8(x, c, g, preset, out=None):
+    """JPEG at quality c, as Pillow saves and reads it: uint8 -> uint8, the same bytes. Pillow's encoder (its
+    libjpeg call is faster than torchvision's here) gets the planes without a copy, merged into its RGB layout
+    in C, and is called through Image.tobytes (Image.save adds only Python bookkeeping: file-format options,
+    a file object); torchvision decodes the batch (faster than Pillow), and one strided copy stores the
+    decoded images (height, width, channel) as planes."""
     from PIL import Image
     from torchvision.io import decode_jpeg
 
     n, ch, h, w = x.shape
-    mode = "RGB" if ch == 3 else "L"
-    hwc = x.detach().permute(0, 2, 3, 1).cpu().contiguous().numpy()
+    planes = x.detach().cpu().contiguous().numpy()
     encoded = []
-    for image in hwc:
-        buf = io.BytesIO()
-        Image.fromarray(image if ch == 3 else image[..., 0], mode).save(buf, "JPEG", quality=int(c))
-        encoded.append(torch.frombuffer(bytearray(buf.getbuffer()), dtype=torch.uint8))
+    for image in planes:
+        bands = [Image.frombuffer("L", (w, h), plane, "raw", "L", 0, 1) for plane in image]
+        rgb = Image.merge("RGB", bands) if ch == 3 else bands[0]
+        # the encoder's arguments: raw mode, quality; the rest (subsampling, tables, ...) Pillow's defaults
+        encoded.append(torch.frombuffer(bytearray(rgb.tobytes("jpeg", (_jpeg_rawmode(ch), int(c)))),
+                                        dtype=torch.uint8))
     with warnings.catch_warnings():  # torchvision 0.29 announces a move of its codecs to torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
         decoded = decode_jpeg(encoded)
@@ -918,18 +1047,27 @@ def _canny(image: Tensor, low: int, high: int) -> Tensor:
 
     # OpenCV's direction tests in 15-bit fixed point: |gy| 2^15 < |gx| tan(22.5) 2^15 is "horizontal",
     # |gy| 2^15 > |gx| (tan(22.5) + 2) 2^15 "vertical" (written so that every product stays exact)
+    # Indicators as floats 0 / 1: [a > b] = clamp(a - b, 0, 1) for whole numbers a, b, AND a product, and
+    # exclusive cases chosen by lerp with weights 0 / 1 (exact): several times cheaper than boolean masks
     tg22 = ax * _TAN_22_5
-    horizontal = ay * (1 << 15) < tg22
-    vertical = (ay - 2 * ax) * (1 << 15) > tg22
-    diagonal = ~(horizontal | vertical)
-    same_sign = (gx >= 0) == (gy >= 0)
-    peak = ((horizontal & (mag > nb(0, -1)) & (mag >= nb(0, 1)))
-            | (vertical & (mag > nb(-1, 0)) & (mag >= nb(1, 0)))
-            | (diagonal & same_sign & (mag > nb(-1, -1)) & (mag > nb(1, 1)))
-            | (diagonal & ~same_sign & (mag > nb(-1, 1)) & (mag > nb(1, -1))))
-    peak &= mag > low
-    edges = peak & (mag > high)
-    weak = (peak & ~edges).flatten().nonzero().squeeze(1)
+    horizontal = (tg22 - ay * (1 << 15)).clamp_(0, 1)
+    vertical = ((ay - 2 * ax).mul_(1 << 15).sub_(tg22)).clamp_(0, 1)
+    diagonal = (1 - horizontal).sub_(vertical)  # the two are exclusive
+    x_sign, y_sign = (gx + 1).clamp_(0, 1), (gy + 1).clamp_(0, 1)  # [g >= 0]
+    same_sign = (x_sign - y_sign).abs_().neg_().add_(1)
+    # the two neighbours along the gradient: (0, -1), (0, 1) horizontal; (-1, 0), (1, 0) vertical;
+    # (-1, -1), (1, 1) diagonal with equal signs, else (-1, 1), (1, -1)
+    axis_first = torch.lerp(nb(-1, 0), nb(0, -1), horizontal)
+    axis_second = torch.lerp(nb(1, 0), nb(0, 1), horizontal)
+    first = torch.lerp(axis_first, torch.lerp(nb(-1, 1), nb(-1, -1), same_sign), diagonal)
+    second = torch.lerp(axis_second, torch.lerp(nb(1, -1), nb(1, 1), same_sign), diagonal)
+    # mag > first and mag > second (mag >= second along the axes), mag > low
+    peak = (mag - first).clamp_(0, 1).mul_(second.neg_().add_(mag).sub_(diagonal).add_(1).clamp_(0, 1))
+    peak.mul_((mag - low).clamp_(0, 1))
+    strong = (mag - high).clamp_(0, 1).mul_(peak)
+    edges = strong > 0
+    peak = peak > strong  # the weak ones
+    weak = peak.flatten().nonzero().squeeze(1)
     if weak.numel():  # weak edges join when 8-connected to an edge, transitively
         wp = w + 2
         flat = F.pad(edges, (1, 1, 1, 1)).flatten()  # padded layout, so that neighbours never wrap
@@ -946,31 +1084,43 @@ def _canny(image: Tensor, low: int, high: int) -> Tensor:
     return edges
 
 
-def _chamfer_distance(zero: Tensor) -> Tensor:
+def _chamfer_distance(zero: Tensor, limit: float | None = None) -> Tensor:
     """OpenCV distanceTransform(DIST_L2, 5): the two raster passes of the 5x5 chamfer mask (weights 1,
-    1.4, 2.1969; neighbours outside the image never relay), in float64. zero: (N, 1, H, W) bool, the
-    pixels to measure from -> (N, 1, H, W) float64 (inf where an image has no such pixel).
+    1.4, 2.1969; neighbours outside the image never relay), in exact arithmetic. zero: (N, 1, H, W) bool,
+    the pixels to measure from -> (N, 1, H, W) float32 (inf where an image has no such pixel).
+
+    With a `limit` (spatter truncates at 20), distances above it are only known to be above it, and the passes
+    run on whole numbers in units of 2^-23 (the weights are float32 numbers) in int32, capped at 128 units:
+    half the memory of float64. Otherwise in float64, which holds every sum of the weights exactly.
 
     Rows run in sequence (all images at once); inside a row the left (right) neighbour's term,
     d[x] = min(c[x], d[x - 1] + 1), is solved at once as x + cummin(c[x'] - x')."""
     n, _, h, w = zero.shape
-    a, b, c = _CHAMFER_5X5
-    d = torch.full((h + 4, n, w + 4), float("inf"), dtype=torch.float64, device=zero.device)
-    d[2:h + 2, :, 2:w + 2].masked_fill_(zero[:, 0].permute(1, 0, 2), 0.0)
-    ramp = torch.arange(w, dtype=torch.float64, device=zero.device) * a
+    as_int = limit is not None and limit < 128 and w <= 256  # the ramp (w - 1) 2^23 must fit in int32
+    if as_int:
+        unit = 1 << 23
+        a, b, c = (int(v * unit) for v in _CHAMFER_5X5)
+        far, dtype = 1 << 30, torch.int32
+    else:
+        (a, b, c), far, dtype = _CHAMFER_5X5, float("inf"), torch.float64
+    d = torch.full((h + 4, n, w + 4), far, dtype=dtype, device=zero.device)
+    d[2:h + 2, :, 2:w + 2].masked_fill_(zero[:, 0].permute(1, 0, 2), 0)
+    ramp = torch.arange(w, dtype=dtype, device=zero.device) * a
+    # each row's five shifts by -2..2 columns, made once: shifted[y][k] is d[y, :, k:k + w]
+    shifted = d.as_strided((h + 4, 5, n, w), (n * (w + 4), 1, w + 4, 1)).unbind(0)
     for rows, step in ((range(2, h + 2), -1), (range(h + 1, 1, -1), 1)):
         for y in rows:
-            r1, r2 = d[y + step], d[y + 2 * step]
-            cand = torch.minimum(d[y, :, 2:w + 2], r1[:, 2:w + 2] + a)
-            cand = torch.minimum(cand, torch.minimum(r1[:, 1:w + 1], r1[:, 3:w + 3]).add_(b))
-            knight = torch.minimum(torch.minimum(r1[:, 0:w], r1[:, 4:w + 4]),
-                                   torch.minimum(r2[:, 1:w + 1], r2[:, 3:w + 3]))
+            r1, r2, here = shifted[y + step].unbind(0), shifted[y + 2 * step].unbind(0), shifted[y][2]
+            cand = torch.minimum(here, r1[2] + a)
+            cand = torch.minimum(cand, torch.minimum(r1[1], r1[3]).add_(b))
+            knight = torch.minimum(torch.minimum(r1[0], r1[4]), torch.minimum(r2[1], r2[3]))
             cand = torch.minimum(cand, knight.add_(c))
             if step < 0:  # forward pass: the left neighbour
-                d[y, :, 2:w + 2] = torch.cummin(cand.sub_(ramp), 1).values.add_(ramp)
+                here.copy_(torch.cummin(cand.sub_(ramp), 1).values.add_(ramp))
             else:  # backward pass: the right neighbour
-                d[y, :, 2:w + 2] = torch.cummin(cand.flip(1).sub_(ramp), 1).values.add_(ramp).flip(1)
-    return d[2:h + 2, :, 2:w + 2].permute(1, 0, 2)[:, None]
+                here.copy_(torch.cummin(cand.flip(1).sub_(ramp), 1).values.add_(ramp).flip(1))
+    out = d[2:h + 2, :, 2:w + 2].permute(1, 0, 2)[:, None].float()  # whole units: exact scaling
+    return out.mul_(1.0 / unit) if as_int else out
 
 
 def _box3(x: Tensor) -> Tensor:
@@ -1010,37 +1160,37 @@ def _emboss(x: Tensor) -> Tensor:
     return s(0, 0) + s(0, 1) + s(1, 0) - s(-1, 0) - s(0, -1) + 2 * (s(1, 1) - s(-1, -1))
 
 
-def _spatter_from_draws(x: Tensor, normal: Tensor, c) -> Tensor:
-    """Spatter of images x (N, C, H, W) from standard-normal draws (N, 1, H, W) for the liquid layer.
+def _spatter_layers(normal: Tensor, c) -> Tensor:
+    """Spatter's layer for images from standard-normal draws (N, 1, H, W): water drops, the strength of the
+    sheen (N, 1, H, W); mud, its opacity. Float32.
 
     The liquid layer is computed in float64 like the reference's, so that its 8-bit version, and all
     that follows, equals the reference's given the same draws. On the CPU the work runs a few images
     at a time, except the distance transform (a sequence of row steps), which takes the whole batch.
     """
-    dev = x.device
-    step = x.shape[0] if dev.type != "cpu" else max(1, _CHUNK_VALUES // max(1, x[0].numel()))
-    chunks = [slice(i, i + step) for i in range(0, x.shape[0], step)]
+    dev = normal.device
+    n = normal.shape[0]
+    step = n if dev.type != "cpu" else max(1, _CHUNK_VALUES // max(1, 3 * normal[0].numel()))
+    chunks = [slice(i, i + step) for i in range(0, n, step)]
+    out = torch.empty(normal.shape, device=dev)
 
     def liquid_layer(part: slice) -> Tensor:
         liquid = _gaussian_blur(normal[part].to(torch.float64) * c[1] + c[0], float(c[2]))
         return liquid * (liquid >= c[3])
 
-    out = torch.empty_like(x)
     if c[5] == 0:  # water drops: a pale turquoise sheen along embossed ridges inside the blobs
         layers = [torch.floor(liquid_layer(part).mul_(255)).clamp_(0, 255).float() for part in chunks]
         edges = torch.cat([_canny(layer, 50, 150) for layer in layers])
-        dist = _chamfer_distance(edges).clamp_(max=20).float()  # OpenCV's distances are float32
-        colour = torch.tensor((175 / 255, 238 / 255, 238 / 255), device=dev).view(1, 3, 1, 1)
+        dist = _chamfer_distance(edges, limit=20).clamp_(max=20)  # OpenCV's distances are float32
+        del edges
         for part, layer8 in zip(chunks, layers):
             d = torch.floor(_box3(dist[part].double()).float())  # blur of the float32 distances, astype(uint8)
             d = _equalize(d)
             d = torch.round(_emboss(d)).clamp_(0, 255)
             d = torch.round(_box3(d))  # blur of an 8-bit image: rounded to 8 bits
             m = layer8.mul_(d)
-            m = m.div_(m.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)).mul_(c[4])
-            out[part] = _from_rgb((_to_rgb(x[part]) + m * colour).clamp_(0, 1), x.shape[1])
+            out[part] = m.div_(m.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)).mul_(c[4])
     else:  # mud
-        colour = torch.tensor((63 / 255, 42 / 255, 20 / 255), device=dev).view(1, 3, 1, 1)
         radius = int(4 * c[4] + 0.5)
         taps = _gauss_kernel(float(c[4]), radius)
         for part in chunks:
@@ -1048,15 +1198,39 @@ def _spatter_from_draws(x: Tensor, normal: Tensor, c) -> Tensor:
             m = (liquid_layer(part) > c[3]).double()
             m = _shift_sum(_pad_axis(m, -2, radius, radius, "replicate"), taps, -2).float().double()
             m = _shift_sum(_pad_axis(m, -1, radius, radius, "replicate"), taps, -1).float()
-            m = m * (m >= 0.8)
-            mixed = (_to_rgb(x[part]) * (1 - m)).double() + colour.double() * m.double()
-            out[part] = _from_rgb(mixed.clamp_(0, 1).float(), x.shape[1])
+            out[part] = m * (m >= 0.8)
     return out
 
 
-def _spatter(x, c, g, preset):
+def _spatter_apply(x: Tensor, m: Tensor, c) -> Tensor:
+    """Images x (N, C, H, W) with spatter's layer m (N, 1, H, W) laid over them."""
+    if c[5] == 0:  # water: the sheen added
+        colour = torch.tensor((175 / 255, 238 / 255, 238 / 255), device=x.device).view(1, 3, 1, 1)
+        return _from_rgb((_to_rgb(x) + m * colour).clamp_(0, 1), x.shape[1])
+    colour = torch.tensor((63 / 255, 42 / 255, 20 / 255), device=x.device).view(1, 3, 1, 1)  # mud: mixed in
+    mixed = (_to_rgb(x) * (1 - m)).double() + colour.double() * m.double()
+    return _from_rgb(mixed.clamp_(0, 1).float(), x.shape[1])
+
+
+def _spatter_from_draws(x: Tensor, normal: Tensor, c) -> Tensor:
+    """Spatter of images x (N, C, H, W) from standard-normal draws (N, 1, H, W) for the liquid layer."""
+    return _spatter_apply(x, _spatter_layers(normal, c), c)
+
+
+def _spatter(x, c, g, preset, layers: Tensor | None = None):
     n, ch, h, w = x.shape
-    return _spatter_from_draws(x, _randn((n, 1, h, w), g, x.device), c)
+    if layers is None:
+        layers = _spatter_layers(_randn((n, 1, h, w), g, x.device), c)
+    return _spatter_apply(x, layers, c)
+
+
+# Corruptions whose random layers are made for the whole batch at once (their work includes sequences of many
+# small steps, which chunking the batch would multiply) and laid over the images a chunk at a time:
+# name -> fn(shape (N, C, H, W), params, generator, device) -> layers (N, ...), the `layers` argument.
+_BATCH_LAYERS: dict[str, Callable] = {
+    "fog": lambda shape, c, g, dev: _fog_layers(shape[0], shape[-2], shape[-1], c, g, dev),
+    "spatter": lambda shape, c, g, dev: _spatter_layers(_randn((shape[0], 1, shape[-2], shape[-1]), g, dev), c),
+}
 
 
 _FUNCS: dict[str, Callable] = {
@@ -1069,9 +1243,6 @@ _FUNCS: dict[str, Callable] = {
 }
 # uint8 -> uint8 versions that work in the reference's integer arithmetic (used for uint8 images).
 _UINT8_FUNCS: dict[str, Callable] = {"pixelate": _pixelate_u8, "jpeg_compression": _jpeg_u8}
-# Corruptions that take the whole batch at once: their work includes sequences of many small steps,
-# which chunking the batch would multiply.
-_WHOLE_BATCH = frozenset({"spatter", "fog"})
 
 
 def corrupt(images: Tensor, name: str, severity: int, *, seed: int | None = None,
@@ -1113,6 +1284,7 @@ def corrupt(images: Tensor, name: str, severity: int, *, seed: int | None = None
         if dtype == torch.uint8:
             y = y.mul_(255).clamp_(0, 255)
             y = y.round_() if uint8_rounding == "round" else y.floor_()
+            y = y.to(torch.int32)  # whole numbers: float -> int32 -> uint8 is several times faster than float -> uint8
         else:
             y = y.clamp_(0, 1)
         out[part].copy_(y)
@@ -1120,13 +1292,10 @@ def corrupt(images: Tensor, name: str, severity: int, *, seed: int | None = None
     if dtype == torch.uint8 and name in _UINT8_FUNCS:
         for part in chunks:
             _UINT8_FUNCS[name](x[part], params, generator, p, out=out[part])
-    elif name in _WHOLE_BATCH:  # converted chunk by chunk, corrupted in one call
-        xf = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    elif name in _BATCH_LAYERS:  # the random layers of the whole batch at once, laid over a chunk at a time
+        layers = _BATCH_LAYERS[name](x.shape, params, generator, x.device)
         for part in chunks:
-            xf[part] = to_float(x[part])
-        y = _FUNCS[name](xf, params, generator, p)
-        for part in chunks:
-            store(part, y[part])
+            store(part, _FUNCS[name](to_float(x[part]), params, generator, p, layers[part]))
     else:
         for part in chunks:
             store(part, _FUNCS[name](to_float(x[part]), params, generator, p))
