@@ -191,14 +191,15 @@ def cam_resnet20(num_classes: int = 10, in_chans: int = 3, img_size: int | None 
     return CAMNet(_with_adl(stages, adl_after, adl_drop_rate, adl_gamma), net.num_features, num_classes)
 
 
-def load_backbone_weights(model: CAMNet, path: str, strict: bool = True) -> list[str]:
+def load_backbone_weights(model: CAMNet, path: str, strict: bool = True, state: dict | None = None) -> list[str]:
     """Load a torchvision-layout classifier checkpoint (e.g. ImageNet ResNet-50 or VGG16 weights)
     into a CAMNet backbone; the classifier (and VGG's conv6) stay as they are. Returns the
-    checkpoint keys that were not used."""
+    checkpoint keys that were not used. `state`: the file's tensors when the caller has read them already."""
     from cuekit.errors import CheckpointError
     from cuekit.models.registry import read_state_dict
 
-    state, _ = read_state_dict(path)
+    if state is None:
+        state, _ = read_state_dict(path)
     targets: dict[str, str] = {}
     for name in model.state_dict():
         rest = name[len("features."):] if name.startswith("features.") else None

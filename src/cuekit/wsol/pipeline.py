@@ -139,7 +139,7 @@ def load_backbone_file(model: torch.nn.Module, path: str | Path) -> None:
     if any(k.startswith("features.") and k in own for k in state):
         load_backbone_state(model, state)
     else:
-        load_backbone_weights(model, str(path))
+        load_backbone_weights(model, str(path), state=state)
 
 
 def load_cam_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
